@@ -1,0 +1,46 @@
+"""The scene_from_views core API (no ROS imports here)."""
+from .base import SceneFromViewsBase
+from .checkpoint import load_checkpoint_into, load_state_dict, load_state_dict_strict, resolve_checkpoint
+from .device import resolve_device
+from .errors import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    InvalidImageError,
+    MissingDependencyError,
+    ModelNotImplementedError,
+    SceneFromViewsError,
+    UnknownKwargError,
+    UnknownModelTypeError,
+)
+from .factory import implemented_types, model_class, scene_from_views_factory
+from .images import load_images
+from .result import PointCloud, SceneFromViewsResult
+from .types import SceneFromViewsType
+
+__all__ = [
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "CheckpointNotFoundError",
+    "InvalidImageError",
+    "MissingDependencyError",
+    "ModelNotImplementedError",
+    "PointCloud",
+    "SceneFromViewsBase",
+    "SceneFromViewsError",
+    "SceneFromViewsResult",
+    "SceneFromViewsType",
+    "UnknownKwargError",
+    "UnknownModelTypeError",
+    "implemented_types",
+    "load_checkpoint_into",
+    "load_images",
+    "load_state_dict",
+    "load_state_dict_strict",
+    "model_class",
+    "resolve_checkpoint",
+    "resolve_device",
+    "scene_from_views_factory",
+]

@@ -1,0 +1,70 @@
+"""`scene_from_views_factory`: one entry point for every model type, imported lazily."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+
+from .base import SceneFromViewsBase
+from .errors import MissingDependencyError, ModelNotImplementedError, UnknownKwargError
+from .types import SceneFromViewsType
+
+# type -> "module:Class" of its implementation, or None while the family is not implemented.
+_MODEL_CLASSES: dict[SceneFromViewsType, str | None] = {
+    SceneFromViewsType.VGGT: "scene_from_views_ros.models.vggt:SceneFromViewsVggt",
+    SceneFromViewsType.VGGT_ROBUST: "scene_from_views_ros.models.vggt_robust:SceneFromViewsVggtRobust",
+    SceneFromViewsType.DUST3R: None,
+    SceneFromViewsType.MAST3R: None,
+    SceneFromViewsType.MVDUST3R: None,
+    SceneFromViewsType.FAST3R: None,
+    SceneFromViewsType.DEPTH_ANYTHING_V3: None,
+}
+
+
+def implemented_types() -> list[SceneFromViewsType]:
+    """The model types that this release can build."""
+    return [model_type for model_type, target in _MODEL_CLASSES.items() if target is not None]
+
+
+def model_class(scene_from_views_type: SceneFromViewsType | str) -> type[SceneFromViewsBase]:
+    """The class of a model type, importing only that model's module."""
+    model_type = SceneFromViewsType(scene_from_views_type)
+    target = _MODEL_CLASSES[model_type]
+    if target is None:
+        implemented = ", ".join(t.value for t in implemented_types())
+        raise ModelNotImplementedError(
+            f"model type {model_type.value!r} is not implemented in this release; implemented: {implemented}"
+        )
+    module_name, class_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        missing = getattr(error, "name", None) or str(error)
+        if isinstance(error, MissingDependencyError) or missing.startswith("scene_from_views_ros"):
+            raise
+        raise MissingDependencyError(
+            f"model type {model_type.value!r} needs the Python package {missing!r}, which is not "
+            f"installed: pip install {missing}"
+        ) from error
+    return getattr(module, class_name)
+
+
+def scene_from_views_factory(
+    scene_from_views_type: SceneFromViewsType | str,
+    device: str | torch.device | None = None,
+    **kwargs: Any,
+) -> SceneFromViewsBase:
+    """Build a ready-to-run model; `device=None` picks cuda when available, else cpu.
+
+    Keyword arguments are checked before anything heavy happens: an unknown one raises
+    UnknownKwargError listing the valid keywords of that model.
+    """
+    cls = model_class(scene_from_views_type)
+    unknown = sorted(set(kwargs) - set(cls.valid_kwargs()))
+    if unknown:
+        raise UnknownKwargError(
+            f"unknown keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+            f"for {cls.__name__} ({cls.model_type.value}); valid: {', '.join(cls.valid_kwargs())}"
+        )
+    return cls(device=device, **kwargs)

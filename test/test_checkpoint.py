@@ -1,0 +1,176 @@
+"""Checkpoint resolution (file, folder, hub cache, offline) and strict loading."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from scene_from_views_ros.core.checkpoint import (
+    load_checkpoint_into,
+    load_state_dict,
+    resolve_checkpoint,
+)
+from scene_from_views_ros.core.errors import (
+    CheckpointCorruptError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+)
+
+
+def make_net(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """An HF cache under tmp_path, used offline as a robot without internet would."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hf_home" / "hub"
+
+
+def populate_hub_cache(hub_dir, repo_id, filename, payload_path) -> None:
+    """Lay a file out exactly as huggingface_hub's cache does (blobs, refs, snapshots)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = hub_dir / f"models--{repo_id.replace('/', '--')}"
+    data = payload_path.read_bytes()
+    blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(data)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / filename).symlink_to(blob)
+
+
+def test_local_safetensors_file(tmp_path):
+    source = make_net(1)
+    path = tmp_path / "weights.safetensors"
+    save_file(source.state_dict(), str(path))
+    target = make_net(2)
+    assert load_checkpoint_into(target, path) == path
+    assert_same_weights(source, target)
+
+
+def test_local_pth_with_pickled_argparse_loads_safely(tmp_path):
+    source = make_net(1)
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"args": argparse.Namespace(model="Tiny()", lr=1e-4), "model": source.state_dict()}, path)
+    target = make_net(2)
+    load_checkpoint_into(target, path)
+    assert_same_weights(source, target)
+
+
+def test_arbitrary_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": make_net().state_dict(), "payload": hashlib.sha256}, path)
+    with pytest.raises(CheckpointCorruptError, match="cannot read checkpoint"):
+        load_state_dict(path)
+
+
+def test_local_folder_picks_preferred_file(tmp_path):
+    source = make_net(3)
+    save_file(source.state_dict(), str(tmp_path / "model.safetensors"))
+    torch.save(make_net(4).state_dict(), tmp_path / "other.pt")
+    assert resolve_checkpoint(tmp_path, ("model.safetensors", "model.pt")) == tmp_path / "model.safetensors"
+    with pytest.raises(CheckpointNotFoundError, match="several weight files"):
+        resolve_checkpoint(tmp_path, ("weights.bin",))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointNotFoundError, match="holds no weight file"):
+        resolve_checkpoint(empty)
+
+
+def test_repo_id_from_prepopulated_offline_cache(offline_hub, tmp_path):
+    source = make_net(5)
+    payload = tmp_path / "payload.safetensors"
+    save_file(source.state_dict(), str(payload))
+    populate_hub_cache(offline_hub, "acme/tiny-net", "model.safetensors", payload)
+    target = make_net(6)
+    used = load_checkpoint_into(target, "acme/tiny-net")
+    assert used.name == "model.safetensors" and str(offline_hub) in str(used)
+    assert_same_weights(source, target)
+
+
+def test_repo_id_second_filename_from_cache(offline_hub, tmp_path):
+    payload = tmp_path / "payload.pt"
+    torch.save(make_net(7).state_dict(), payload)
+    populate_hub_cache(offline_hub, "acme/pt-only", "model.pt", payload)
+    assert resolve_checkpoint("acme/pt-only", ("model.safetensors", "model.pt")).name == "model.pt"
+
+
+def test_offline_miss_names_repo_and_local_path_fix(offline_hub):
+    with pytest.raises(CheckpointNotFoundError) as caught:
+        resolve_checkpoint("facebook/VGGT-1B")
+    message = str(caught.value)
+    assert "'facebook/VGGT-1B'" in message and "HF_HUB_OFFLINE" in message
+    assert "local file or folder" in message and str(offline_hub) in message
+
+
+def test_nonexistent_local_path(tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="neither an existing file"):
+        resolve_checkpoint(str(tmp_path / "missing.safetensors"))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt", ".pth"])
+def test_corrupt_files_are_named(tmp_path, suffix):
+    path = tmp_path / f"broken{suffix}"
+    path.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointCorruptError, match=f"broken{suffix}.*corrupt"):
+        load_checkpoint_into(make_net(), path)
+
+
+def test_truncated_safetensors(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_file(make_net().state_dict(), str(path))
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(CheckpointCorruptError):
+        load_state_dict(path)
+
+
+def test_wrong_keys_and_shapes_are_listed(tmp_path):
+    state = make_net().state_dict()
+    state["2.weight"] = torch.zeros(3, 8)  # mis-shaped
+    del state["0.bias"]  # missing
+    state["extra.head"] = torch.zeros(1)  # unexpected
+    path = tmp_path / "wrong.safetensors"
+    save_file(state, str(path))
+    target = make_net(9)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError) as caught:
+        load_checkpoint_into(target, path)
+    message = str(caught.value)
+    assert "missing keys: 0.bias" in message
+    assert "unexpected keys: extra.head" in message
+    assert "2.weight (checkpoint (3, 8) vs model (2, 8))" in message
+    assert "another model" in message
+    for name, value in target.state_dict().items():  # nothing half-loaded
+        assert torch.equal(value, before[name])
+
+
+def test_dropped_prefixes_are_skipped_knowingly(tmp_path):
+    state = make_net(1).state_dict()
+    state["track_head.w"] = torch.ones(2)
+    path = tmp_path / "with_track.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(CheckpointMismatchError, match="track_head.w"):
+        load_checkpoint_into(make_net(), path)
+    load_checkpoint_into(make_net(), path, drop_prefixes=("track_head.",))
+
+
+def test_non_state_dict_pickle(tmp_path):
+    path = tmp_path / "list.pt"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointCorruptError, match="does not contain a state dict"):
+        load_state_dict(path)
