@@ -118,6 +118,18 @@ def test_offline_miss_names_repo_and_local_path_fix(offline_hub):
     assert "local file or folder" in message and str(offline_hub) in message
 
 
+def test_unreachable_hub_fails_fast_with_the_fix(monkeypatch, tmp_path):
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    started = time.monotonic()
+    with pytest.raises(CheckpointNotFoundError, match="'acme/net': the hub is unreachable.*local file or folder"):
+        resolve_checkpoint("acme/net")
+    assert time.monotonic() - started < 5.0
+
+
 def test_nonexistent_local_path(tmp_path):
     with pytest.raises(CheckpointNotFoundError, match="neither an existing file"):
         resolve_checkpoint(str(tmp_path / "missing.safetensors"))

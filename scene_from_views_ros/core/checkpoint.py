@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -54,6 +56,18 @@ def _weights_in_folder(folder: Path, filenames: Sequence[str]) -> Path:
     )
 
 
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the hub's host accepts a TCP connection: a quick probe, so that a robot without
+    internet fails in seconds instead of waiting out huggingface_hub's retries."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname or "huggingface.co", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def _download_from_hub(repo_id: str, filenames: Sequence[str], revision: str | None) -> Path:
     try:
         from huggingface_hub import hf_hub_download
@@ -63,28 +77,34 @@ def _download_from_hub(repo_id: str, filenames: Sequence[str], revision: str | N
             f"{repo_id!r} looks like a Hugging Face repo id but huggingface_hub is not installed: "
             "pip install huggingface_hub, or pass a local file/folder as checkpoint="
         ) from error
-    offline = _env_flag("HF_HUB_OFFLINE")
     cache_dir = hub_cache_dir()
-    reasons: list[str] = []
-    for local_only in ((True,) if offline else (True, False)):
-        for filename in filenames:
-            try:
-                return Path(hf_hub_download(
-                    repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_only,
-                ))
-            except EntryNotFoundError:
-                reasons.append(f"{filename}: not in the repo")
-            except LocalEntryNotFoundError:
-                reasons.append(f"{filename}: not cached" if local_only else f"{filename}: hub unreachable")
-            except Exception as error:  # network stacks raise many kinds; report them all the same way
-                reasons.append(f"{filename}: {type(error).__name__}: {error}")
-    mode = "offline (HF_HUB_OFFLINE is set)" if offline else "the hub could not provide it"
-    raise CheckpointNotFoundError(
-        f"cannot obtain weights for {repo_id!r}: {mode} and no cached copy exists in {cache_dir} "
-        f"(tried {', '.join(filenames)}; {'; '.join(reasons[-len(filenames):])}). Download it on a machine "
-        f"with internet (huggingface-cli download {repo_id}) and copy the cache (HF_HOME), or pass a "
-        "local file or folder as checkpoint= (ROS: model.checkpoint:=/path/to/model.safetensors)."
+    for filename in filenames:
+        try:
+            return Path(hf_hub_download(
+                repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=True,
+            ))
+        except LocalEntryNotFoundError:
+            continue
+    fix = (
+        f"Download it on a machine with internet (huggingface-cli download {repo_id}) and copy the "
+        "cache (HF_HOME), or pass a local file or folder as checkpoint= "
+        "(ROS: model.checkpoint:=/path/to/model.safetensors)."
     )
+    if _env_flag("HF_HUB_OFFLINE") or not hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if _env_flag("HF_HUB_OFFLINE") else "the hub is unreachable"
+        raise CheckpointNotFoundError(
+            f"cannot obtain weights for {repo_id!r}: {why} and no cached copy of "
+            f"{' or '.join(filenames)} exists in {cache_dir}. {fix}"
+        )
+    reasons = []
+    for filename in filenames:
+        try:
+            return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
+        except EntryNotFoundError:
+            reasons.append(f"{filename}: not in the repo")
+        except Exception as error:  # network and auth stacks raise many kinds; report them alike
+            reasons.append(f"{filename}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    raise CheckpointNotFoundError(f"cannot download weights for {repo_id!r} ({'; '.join(reasons)}). {fix}")
 
 
 def resolve_checkpoint(

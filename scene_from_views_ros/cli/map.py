@@ -1,0 +1,316 @@
+"""scene_from_views_map: map an image folder, a video or a ROS 2 bag offline, with the node's core.
+
+Frames go through the same keyframe selection, sliding windows, Sim(3) chaining and global
+map as in the ROS node (`SlidingWindowMapper`), configured by the same parameters (a node
+YAML file via --params-file, then -p name=value, then the dedicated options).  Examples::
+
+    scene_from_views_map --sample --out sample_map                 # built-in procedural scene
+    scene_from_views_map frames/ --out map_out --window-size 8
+    scene_from_views_map walk.mp4 --step 5 --start 2 --end 30 --out map_out
+    scene_from_views_map recording/ --topic /camera/image_raw/compressed --out map_out --write-bag
+    scene_from_views_map a.jpg b.jpg c.jpg --one-shot --out scene_out
+    scene_from_views_map frames/ --params-file config/scene_from_views.yaml --out map_out
+
+Errors (unreadable input, wrong topic, missing weights, bad parameters) are printed as one
+message and the exit status is 2; a run in which no window could be placed exits with 1.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..core.errors import CheckpointNotFoundError, SceneFromViewsError
+from ..io.outputs import MapOutputs, RunSummary
+from ..io.sources import FrameSource, InputError, Selection, SyntheticSource, open_source
+from ..mapping.keyframes import Frame, KeyframeConfig
+from ..mapping.mapper import SlidingWindowMapper
+from ..mapping.settings import (
+    DEFAULT_NODE_NAME,
+    MappingSettings,
+    default_parameters,
+    load_parameter_file,
+    settings_from_parameters,
+)
+from ..mapping.windows import Window, WindowConfig
+
+PROG = "scene_from_views_map"
+EXIT_ERROR = 2
+EXIT_NO_MAP = 1
+EXIT_INTERRUPTED = 130
+
+# Dedicated options and the node parameter each one sets.
+PARAMETER_OPTIONS: list[tuple[str, str, type, str]] = [
+    ("--model-type", "model_type", str, "model family: vggt, vggt_robust, ... (default vggt)"),
+    ("--device", "device", str, "cpu, cuda, cuda:1 (default: cuda when available)"),
+    ("--checkpoint", "model.checkpoint", str, "weights: Hugging Face repo id, local file or folder (default: the model's release)"),
+    ("--model-config", "model.config", str, "architecture JSON for a reduced configuration (with matching --checkpoint)"),
+    ("--target-size", "model.target_size", int, "model input width in pixels (a multiple of 14; VGGT default 518)"),
+    ("--optimizer", "optimizer.type", str, "scene optimizer applied to each window (default none)"),
+    ("--window-size", "window.size", int, "keyframes per window"),
+    ("--window-overlap", "window.overlap", int, "keyframes shared by consecutive windows"),
+    ("--min-interval", "keyframe.min_interval_s", float, "minimum seconds between keyframes"),
+    ("--min-change", "keyframe.min_change", float, "minimum image change (0-1) for a new keyframe"),
+    ("--max-rate", "keyframe.max_rate_hz", float, "maximum keyframes per second (0 = no cap)"),
+    ("--voxel-size", "map.voxel_size", float, "map voxel edge (map units)"),
+    ("--max-points", "map.max_points", int, "maximum map points"),
+]
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """NAME=VALUE with VALUE read as a YAML scalar (so 8 is an int, true a bool, 0.5 a float)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return name.strip(), "" if parsed is None else parsed
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit() or int(width) < 16 or int(height) < 16:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT (each >= 16), e.g. 256x192, got {text!r}")
+    return int(width), int(height)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Map an image folder, a video or a ROS 2 bag offline with the scene_from_views mapping core "
+        "(keyframes, sliding windows, Sim(3) chaining), or reconstruct a set of images in one shot.",
+        epilog="Parameters use the node's names (model.*, optimizer.*, keyframe.*, window.*, chain.*, map.*); "
+        "later sources win: --params-file, then -p, then the dedicated options.",
+    )
+    source = parser.add_argument_group("input")
+    source.add_argument("inputs", nargs="*", metavar="INPUT", help="an image folder, a video, a ROS 2 bag (folder, .mcap or .db3) or image files")
+    source.add_argument("--sample", action="store_true", help="map the built-in procedurally rendered sample sequence")
+    source.add_argument("--sample-frames", type=int, default=90, help="frames of the sample sequence (default 90)")
+    source.add_argument("--sample-size", type=_size, default=(256, 192), metavar="WxH", help="sample image size (default 256x192)")
+    source.add_argument("--topic", help="bag image topic (sensor_msgs/Image or CompressedImage; default: the bag's only one)")
+    source.add_argument("--camera-info-topic", help="bag CameraInfo topic (default: the image topic's sibling camera_info)")
+    source.add_argument("--step", type=int, default=1, help="use every STEP-th frame (default 1)")
+    source.add_argument("--start", type=float, default=0.0, metavar="S", help="skip frames before S seconds from the first frame")
+    source.add_argument("--end", type=float, default=None, metavar="S", help="stop after S seconds from the first frame")
+    source.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")
+    source.add_argument("--fps", type=float, default=10.0, help="frame rate assumed for image files, which carry no stamps (default 10)")
+
+    mode = parser.add_argument_group("mode and outputs")
+    mode.add_argument("--one-shot", action="store_true", help="reconstruct all (selected) frames as one window, no keyframe selection")
+    mode.add_argument("--out", type=Path, help="output folder (default: the map.output_dir parameter, sfv_map)")
+    mode.add_argument("--save-windows", action="store_true", help="also write each window's cloud as windows/window_<n>.ply")
+    mode.add_argument(
+        "--write-bag", nargs="?", const="", default=None, metavar="PATH",
+        help="write a ROS 2 bag (mcap) for replay with ros2 bag play (default PATH: OUT/bag)",
+    )
+    mode.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    mode.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)")
+
+    params = parser.add_argument_group("model and mapping parameters (as the node's)")
+    params.add_argument("--params-file", type=Path, help="ROS 2 parameter YAML file of the node (e.g. config/scene_from_views.yaml)")
+    params.add_argument("--node-name", default=DEFAULT_NODE_NAME, help=f"node section of the parameter file, and bag topic namespace (default {DEFAULT_NODE_NAME})")
+    params.add_argument("-p", "--param", type=_key_value, action="append", default=[], metavar="NAME=VALUE", help="set any node parameter, e.g. -p map.drop_percentile=30.0")
+    params.add_argument("--model-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="model keyword argument (= -p model.KEY=VALUE)")
+    params.add_argument("--optimizer-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="optimizer keyword argument")
+    for flag, name, kind, text in PARAMETER_OPTIONS:
+        params.add_argument(flag, dest=name, type=kind, default=None, metavar=kind.__name__.upper(), help=f"{text} [{name}]")
+    return parser
+
+
+def collect_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """Flat node parameters: parameter file, then -p, then --model-arg/--optimizer-arg, then options."""
+    params: dict[str, Any] = load_parameter_file(args.params_file, args.node_name) if args.params_file else {}
+    params.update(dict(args.param))
+    params.update({f"model.{key}": value for key, value in args.model_arg})
+    params.update({f"optimizer.{key}": value for key, value in args.optimizer_arg})
+    params.update({name: getattr(args, name) for _, name, _, _ in PARAMETER_OPTIONS if getattr(args, name) is not None})
+    return params
+
+
+def _open_input(args: argparse.Namespace) -> FrameSource:
+    selection = Selection(args.step, args.start, args.end, args.max_frames)
+    if args.sample:
+        if args.inputs:
+            raise InputError("--sample maps the built-in sequence; do not pass inputs with it")
+        if args.sample_frames < 2:
+            raise InputError(f"--sample-frames must be >= 2, got {args.sample_frames}")
+        from ..mapping.synthetic import make_sequence
+
+        width, height = args.sample_size
+        return SyntheticSource(make_sequence(args.sample_frames, width, height), selection)
+    return open_source(args.inputs, selection=selection, fps=args.fps, topic=args.topic, camera_info_topic=args.camera_info_topic)
+
+
+def _output_paths(args: argparse.Namespace, settings: MappingSettings) -> tuple[Path, Path | None]:
+    out = args.out or Path(settings.output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} exists and is not a folder; choose another --out")
+    bag = None if args.write_bag is None else (Path(args.write_bag) if args.write_bag else out / "bag")
+    if bag is not None and bag.exists():
+        raise InputError(f"bag output {bag} exists already; remove it or pass another --write-bag PATH")
+    return out, bag
+
+
+def _one_shot(settings: MappingSettings, frames: list[Frame]) -> MappingSettings:
+    """Every frame a keyframe and all of them in one window."""
+    if len(frames) < 2:
+        raise InputError(f"one-shot reconstruction needs at least 2 images, got {len(frames)}")
+    mapper = replace(
+        settings.mapper,
+        keyframe=KeyframeConfig(min_interval_s=0.0, min_change=0.0, max_rate_hz=0.0),
+        window=WindowConfig(window_size=len(frames), window_overlap=1),
+    )
+    return replace(settings, mapper=mapper)
+
+
+def _progress(quiet: bool, **kwargs: Any) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(disable=quiet, dynamic_ncols=True, file=sys.stderr, **kwargs)
+
+
+def _save_parameters(path: Path, params: dict[str, Any], node_name: str) -> None:
+    """The run's effective parameters as a node parameter file, to reuse with the node."""
+    effective = {**default_parameters(), **params}
+    path.write_text(yaml.safe_dump({node_name: {"ros__parameters": effective}}, sort_keys=True))
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise InputError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _map_frames(mapper: SlidingWindowMapper, frames: Any, total: int | None, outputs: MapOutputs, quiet: bool) -> tuple[list[str], bool]:
+    """Feed every frame to the mapper with progress bars; returns (window failures, interrupted)."""
+    failures: list[str] = []
+    frame_bar = _progress(quiet, total=total, desc="frames", unit="frame", position=0)
+    window_bar = _progress(quiet, desc="windows", unit="window", position=1)
+
+    def on_window(window: Any) -> None:
+        outputs.on_window(window)
+        record = outputs.windows[-1]
+        window_bar.update(1)
+        window_bar.set_postfix(last=f"{record.reconstruct_s:.2f}s", views=record.views, scale=f"{record.scale:.3g}")
+
+    def on_error(window: Window, error: Exception) -> None:
+        failures.append(f"window {window.index}: {error}")
+        window_bar.write(f"{PROG}: window {window.index} not placed: {error}")
+
+    mapper.on_window, mapper.on_error = on_window, on_error
+    try:
+        for frame in frames:
+            mapper.add_frame(frame)
+            frame_bar.update(1)
+            frame_bar.set_postfix(keyframes=mapper.stats.keyframes, refresh=False)
+        mapper.flush()
+    except KeyboardInterrupt:
+        window_bar.write(f"{PROG}: interrupted; writing what was mapped so far")
+        return failures, True
+    finally:
+        frame_bar.close()
+        window_bar.close()
+    return failures, False
+
+
+def run(args: argparse.Namespace) -> int:
+    """The whole run; raises SceneFromViewsError for problems the user can fix."""
+    params = collect_parameters(args)
+    settings = settings_from_parameters(params)
+    out, bag_path = _output_paths(args, settings)
+    _set_threads(args.threads)
+    source = _open_input(args)
+    frames: Any = source
+    total = source.expected()
+    if args.one_shot:
+        frames = list(source)
+        total = len(frames)
+        settings = _one_shot(settings, frames)
+    say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+    say(f"{PROG}: input {source.description}")
+    if settings.other:
+        say(f"{PROG}: node-only parameters not used offline: {', '.join(sorted(settings.other))}")
+    optimizer = settings.build_optimizer()
+    say(f"{PROG}: loading model {settings.model_type.value} ...")
+    model = settings.build_model()
+    checkpoint = getattr(model, "checkpoint_path", None)
+    model_text = f"{settings.model_type.value} on {getattr(model, 'device', 'cpu')}" + (f" ({checkpoint})" if checkpoint else "")
+
+    out.mkdir(parents=True, exist_ok=True)
+    _save_parameters(out / "parameters.yaml", params, args.node_name)
+    outputs = MapOutputs(out, settings.mapper.map, save_windows=args.save_windows)
+    mapper = SlidingWindowMapper(
+        model, settings.mapper, threaded=False,
+        reconstruct_kwargs={"optimizer": optimizer} if optimizer is not None else None,
+    )
+    failures, interrupted = _map_frames(mapper, frames, total, outputs, args.quiet)
+
+    stats, trajectory = mapper.stats, mapper.trajectory()
+    metric = settings.mapper.chain.metric
+    summary = RunSummary(
+        input=source.description,
+        model=model_text,
+        frames_read=stats.frames,
+        keyframes=stats.keyframes,
+        keyframes_dropped=stats.keyframes_dropped,
+        keyframes_in_map=len(trajectory),
+        windows=stats.windows_done,
+        windows_failed=stats.windows_failed,
+        map_points=stats.map_points,
+        voxel_size=mapper.map.voxel_size,
+        units="m" if metric else "map units",
+        failures=failures,
+    )
+    if stats.windows_done:
+        ply, tum = mapper.save(out)
+        summary.outputs.update(map=str(ply), trajectory=str(tum))
+        summary.outputs["keyframes"] = str(outputs.write_keyframes_json(trajectory, settings.frames, metric))
+        if bag_path is not None:
+            from ..io.bag_writer import write_map_bag
+
+            write_map_bag(bag_path, mapper.map_cloud(), trajectory, outputs.depth_of, settings.frames, args.node_name)
+            summary.outputs["bag"] = str(bag_path)
+    outputs.summary(summary)
+    print(summary.text())
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if not stats.windows_done:
+        reason = failures[-1] if failures else (
+            f"{stats.frames} frames gave {stats.keyframes} keyframes, and a window needs at least 2; "
+            "lower keyframe.min_change / keyframe.min_interval_s or give more frames"
+        )
+        print(f"{PROG}: error: no map was built: {reason}", file=sys.stderr)
+        return EXIT_NO_MAP
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except SceneFromViewsError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        if isinstance(error, CheckpointNotFoundError):
+            print(f"{PROG}: to use local weights here, pass --checkpoint /path/to/model.safetensors (or the folder holding it)", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

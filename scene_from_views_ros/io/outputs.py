@@ -1,0 +1,192 @@
+"""Files an offline mapping run leaves in its output folder.
+
+::
+
+    map.ply                    the map cloud (binary PLY, map frame)
+    map_trajectory.tum         keyframe poses, camera-to-map (TUM: t tx ty tz qx qy qz qw)
+    keyframes.json             the same poses as 4x4 matrices, with intrinsics and file names
+    keyframes/kf_<id>_depth.npy         depth, float32 HxW in map units (model input size)
+    keyframes/kf_<id>_depth.png         the depth colour-mapped (turbo, near = blue)
+    keyframes/kf_<id>_confidence.png    the confidence colour-mapped (viridis, high = yellow)
+    windows/window_<n>.ply     each window's cloud in the map frame (optional)
+    summary.json               counts and timings
+
+Per-keyframe files are written as each window is placed, so memory does not grow with the run.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..geometry.ply import write_ply
+from ..geometry.pointcloud import confidence_mask
+from ..mapping.chaining import WindowInMap
+from ..mapping.global_map import KeyframePose, MapConfig
+from ..mapping.settings import FrameNames
+
+KEYFRAME_DIR = "keyframes"
+WINDOW_DIR = "windows"
+
+
+def colorize(values: np.ndarray, colormap: int, valid: np.ndarray | None = None) -> np.ndarray:
+    """BGR uint8 image of `values` stretched between their 2nd and 98th percentiles; invalid
+    (non-finite or masked-out) pixels black."""
+    values = np.asarray(values, np.float32)
+    keep = np.isfinite(values) if valid is None else np.isfinite(values) & valid
+    scaled = np.zeros(values.shape, np.uint8)
+    if keep.any():
+        low, high = np.percentile(values[keep], [2.0, 98.0])
+        span = max(float(high - low), 1e-12)
+        scaled = np.round(np.clip((np.where(keep, values, low) - low) / span, 0, 1) * 255).astype(np.uint8)
+    image = cv2.applyColorMap(scaled, colormap)
+    image[~keep] = 0
+    return image
+
+
+def keyframe_files(keyframe_id: int) -> dict[str, str]:
+    """Paths (relative to the output folder) of one keyframe's depth and confidence files."""
+    stem = f"{KEYFRAME_DIR}/kf_{keyframe_id:06d}"
+    return {"depth": f"{stem}_depth.npy", "depth_png": f"{stem}_depth.png", "confidence_png": f"{stem}_confidence.png"}
+
+
+@dataclass
+class WindowRecord:
+    """What one window did; times in seconds."""
+
+    index: int
+    views: int
+    new_keyframes: int
+    reconstruct_s: float
+    chain_s: float
+    integrate_s: float
+    scale: float
+    inlier_ratio: float | None
+
+
+@dataclass
+class RunSummary:
+    """The run in numbers, as printed and written to summary.json."""
+
+    input: str
+    model: str
+    frames_read: int = 0
+    keyframes: int = 0
+    keyframes_dropped: int = 0
+    keyframes_in_map: int = 0
+    windows: int = 0
+    windows_failed: int = 0
+    map_points: int = 0
+    voxel_size: float = 0.0
+    units: str = "map units"
+    total_s: float = 0.0
+    mean_window_s: float = 0.0
+    window_s: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """A few human-readable lines."""
+        rate = self.frames_read / self.total_s if self.total_s > 0 else 0.0
+        lines = [
+            f"input:      {self.input}",
+            f"model:      {self.model}",
+            f"frames:     {self.frames_read} read ({rate:.1f} frames/s overall), {self.keyframes} keyframes"
+            f" ({self.keyframes_dropped} dropped, {self.keyframes_in_map} in the map)",
+            f"windows:    {self.windows} placed, {self.windows_failed} failed; {self.mean_window_s:.2f} s per window on average",
+            f"map:        {self.map_points} points (voxel {self.voxel_size:.4g} {self.units})",
+            f"time:       {self.total_s:.1f} s",
+        ]
+        lines += [f"failed:     {failure}" for failure in self.failures]
+        lines += [f"{name + ':':<11} {path}" for name, path in self.outputs.items()]
+        return "\n".join(lines)
+
+
+class MapOutputs:
+    """Writes per-window products as windows arrive (`on_window`) and the rest at the end."""
+
+    def __init__(self, output_dir: str | Path, map_config: MapConfig, save_windows: bool = False) -> None:
+        self.output_dir = Path(output_dir)
+        self.map_config = map_config
+        self.save_windows = save_windows
+        self.windows: list[WindowRecord] = []
+        self.started = time.perf_counter()
+        (self.output_dir / KEYFRAME_DIR).mkdir(parents=True, exist_ok=True)
+        if save_windows:
+            (self.output_dir / WINDOW_DIR).mkdir(parents=True, exist_ok=True)
+
+    def on_window(self, window: WindowInMap) -> None:
+        """Save the depth and confidence of the keyframes this window added (and its cloud)."""
+        for view in window.new_views:
+            files = keyframe_files(window.keyframes[view].keyframe_id)
+            depth = np.asarray(window.depths[view], np.float32)
+            np.save(self.output_dir / files["depth"], depth)
+            cv2.imwrite(str(self.output_dir / files["depth_png"]), colorize(depth, cv2.COLORMAP_TURBO, depth > 0))
+            cv2.imwrite(str(self.output_dir / files["confidence_png"]), colorize(window.confidences[view], cv2.COLORMAP_VIRIDIS))
+        if self.save_windows:
+            keep = [confidence_mask(c, self.map_config.min_confidence, self.map_config.drop_percentile) for c in window.confidences]
+            write_ply(
+                self.output_dir / WINDOW_DIR / f"window_{window.index:04d}.ply",
+                np.concatenate([points[mask] for points, mask in zip(window.points, keep)]),
+                np.concatenate([image[mask] for image, mask in zip(window.images, keep)]),
+            )
+        self.windows.append(WindowRecord(
+            index=window.index,
+            views=len(window.keyframes),
+            new_keyframes=len(window.new_views),
+            reconstruct_s=window.timings.get("reconstruct_s", 0.0),
+            chain_s=window.timings.get("chain_s", 0.0),
+            integrate_s=window.timings.get("integrate_s", 0.0),
+            scale=float(window.scale),
+            inlier_ratio=None if window.fit is None else float(window.fit.inlier_ratio),
+        ))
+
+    def depth_of(self, keyframe: KeyframePose) -> np.ndarray:
+        """A saved keyframe depth map (memory-mapped)."""
+        return np.load(self.output_dir / keyframe_files(keyframe.keyframe_id)["depth"], mmap_mode="r")
+
+    def write_keyframes_json(self, trajectory: list[KeyframePose], frames: FrameNames, metric: bool) -> Path:
+        """keyframes.json: poses (camera-to-map 4x4, OpenCV optical axes), intrinsics, files."""
+        entries = []
+        for keyframe in trajectory:
+            entries.append({
+                "keyframe_id": keyframe.keyframe_id,
+                "stamp_ns": int(keyframe.stamp_ns),
+                "stamp_s": keyframe.stamp_ns / 1e9,
+                "camera_id": keyframe.camera_id,
+                "frame_id": frames.keyframe_frame(keyframe.keyframe_id),
+                "window_index": keyframe.window_index,
+                "pose": np.asarray(keyframe.pose, np.float64).tolist(),
+                "intrinsics": np.asarray(keyframe.intrinsics, np.float64).tolist(),
+                "image_size": list(keyframe.image_size),
+                "camera_intrinsics": None if keyframe.camera_intrinsics is None else np.asarray(keyframe.camera_intrinsics).tolist(),
+                **keyframe_files(keyframe.keyframe_id),
+            })
+        document = {
+            "map_frame": frames.map_frame,
+            "units": "metres" if metric else "map units (the model's own scale)",
+            "pose": "camera-to-map 4x4, OpenCV optical axes (x right, y down, z forward)",
+            "intrinsics": "3x3 in the pixels of the model's input image (image_size = width, height), which the depth maps use",
+            "camera_intrinsics": "3x3 of the source camera, where the input provided them",
+            "keyframes": entries,
+        }
+        path = self.output_dir / "keyframes.json"
+        path.write_text(json.dumps(document, indent=1))
+        return path
+
+    def summary(self, summary: RunSummary) -> RunSummary:
+        """Fill in the window timings and total time, and write summary.json."""
+        summary.window_s = [round(w.reconstruct_s + w.chain_s + w.integrate_s, 4) for w in self.windows]
+        summary.mean_window_s = float(np.mean(summary.window_s)) if summary.window_s else 0.0
+        summary.total_s = time.perf_counter() - self.started
+        path = self.output_dir / "summary.json"
+        summary.outputs["summary"] = str(path)
+        document: dict[str, Any] = asdict(summary)
+        document["window_details"] = [asdict(window) for window in self.windows]
+        path.write_text(json.dumps(document, indent=1))
+        return summary

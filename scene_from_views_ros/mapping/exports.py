@@ -1,0 +1,67 @@
+"""Writing the map to disk: the cloud as PLY, the keyframe trajectory in TUM format.
+
+TUM format (one pose per line, what evo and the TUM RGB-D tools read):
+``timestamp tx ty tz qx qy qz qw`` with the timestamp in seconds and the pose camera-to-map.
+Stamps are written from integer nanoseconds with all nine decimals, so they round-trip exactly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..geometry.ply import write_ply
+from ..geometry.sim3 import quaternion_to_rotation, rotation_to_quaternion
+from .global_map import GlobalMap
+
+
+def write_tum(path: str | Path, stamps_ns: list[int], poses: list[np.ndarray]) -> Path:
+    """Write camera-to-map 4x4 poses with their nanosecond stamps as a TUM trajectory."""
+    if len(stamps_ns) != len(poses):
+        raise ValueError(f"{len(stamps_ns)} stamps but {len(poses)} poses")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# timestamp tx ty tz qx qy qz qw"]
+    if poses:
+        stacked = np.stack([np.asarray(pose, np.float64) for pose in poses])
+        quaternions = rotation_to_quaternion(stacked[:, :3, :3])
+        for stamp, pose, quaternion in zip(stamps_ns, stacked, quaternions):
+            seconds, nanoseconds = divmod(int(stamp), 1_000_000_000)
+            values = " ".join(f"{value:.9g}" for value in (*pose[:3, 3], *quaternion))
+            lines.append(f"{seconds}.{nanoseconds:09d} {values}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def read_tum(path: str | Path) -> tuple[list[int], list[np.ndarray]]:
+    """Read a TUM trajectory back into (stamps in ns, 4x4 camera-to-map poses)."""
+    stamps, poses = [], []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) != 8:
+            raise ValueError(f"{path}:{number}: expected 8 fields 'timestamp tx ty tz qx qy qz qw', got {len(fields)}")
+        seconds, _, fraction = fields[0].partition(".")
+        stamps.append(int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9]))
+        values = np.array([float(value) for value in fields[1:]])
+        pose = np.eye(4)
+        pose[:3, :3] = quaternion_to_rotation(values[3:])
+        pose[:3, 3] = values[:3]
+        poses.append(pose)
+    return stamps, poses
+
+
+def save_map(global_map: GlobalMap, output_dir: str | Path, prefix: str = "map") -> tuple[Path, Path]:
+    """Write `<prefix>.ply` (map cloud) and `<prefix>_trajectory.tum` (keyframes) into `output_dir`."""
+    output_dir = Path(output_dir)
+    cloud = global_map.cloud()
+    trajectory = global_map.trajectory()
+    ply_path = write_ply(output_dir / f"{prefix}.ply", cloud.points, cloud.colors)
+    tum_path = write_tum(
+        output_dir / f"{prefix}_trajectory.tum",
+        [keyframe.stamp_ns for keyframe in trajectory],
+        [keyframe.pose for keyframe in trajectory],
+    )
+    return ply_path, tum_path

@@ -1,0 +1,119 @@
+"""Frames in, keyframes out: drop frames that would add nothing to the map.
+
+A frame becomes a keyframe when (per camera) at least `min_interval_s` passed since that
+camera's last keyframe, its downscaled grey image differs enough from that keyframe's, and
+(over all cameras) the keyframe rate stays under `max_rate_hz`.  The test costs one
+`cv2.resize` of the frame to a thumbnail, so it can run inside an image callback.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Frame:
+    """One camera image as it arrives: RGB uint8 HxWx3, stamp in nanoseconds, source camera,
+    and optionally the camera's 3x3 intrinsics in this image's pixels (e.g. from CameraInfo)."""
+
+    image: np.ndarray
+    stamp_ns: int
+    camera_id: str = "camera"
+    intrinsics: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.image, np.ndarray) and self.image.dtype == np.uint8 and self.image.ndim == 3 and self.image.shape[2] == 3):
+            shape = getattr(self.image, "shape", None)
+            dtype = getattr(self.image, "dtype", None)
+            raise ValueError(f"Frame.image must be an HxWx3 uint8 RGB array, got shape {shape} dtype {dtype}; convert the image first")
+        if self.intrinsics is not None:
+            self.intrinsics = np.asarray(self.intrinsics, dtype=np.float64).reshape(3, 3)
+
+
+_keyframe_ids = itertools.count()
+
+
+@dataclass
+class Keyframe:
+    """A selected frame with a run-unique id (ids grow with arrival order)."""
+
+    frame: Frame
+    keyframe_id: int = field(default_factory=lambda: next(_keyframe_ids))
+    thumbnail: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.frame.image
+
+    @property
+    def stamp_ns(self) -> int:
+        return self.frame.stamp_ns
+
+    @property
+    def camera_id(self) -> str:
+        return self.frame.camera_id
+
+
+@dataclass
+class KeyframeConfig:
+    """Keyframe selection settings.
+
+    min_interval_s: per camera, minimum time between two keyframes (frame stamps).
+    min_change: minimum mean absolute difference (0-1) between the grey thumbnails of the
+        frame and of the camera's last keyframe; 0 accepts every frame that passes the timing.
+    max_rate_hz: cap on keyframes per second over all cameras (0 = no cap).
+    thumbnail_width: width in pixels of the grey thumbnail the change is measured on.
+    """
+
+    min_interval_s: float = 0.0
+    min_change: float = 0.05
+    max_rate_hz: float = 0.0
+    thumbnail_width: int = 32
+
+    def __post_init__(self) -> None:
+        if self.min_interval_s < 0 or self.max_rate_hz < 0:
+            raise ValueError("keyframe min_interval_s and max_rate_hz must be >= 0")
+        if not 0 <= self.min_change <= 1:
+            raise ValueError(f"keyframe min_change must be in [0, 1], got {self.min_change}")
+        if self.thumbnail_width < 4:
+            raise ValueError(f"keyframe thumbnail_width must be >= 4, got {self.thumbnail_width}")
+
+
+def grey_thumbnail(image: np.ndarray, width: int) -> np.ndarray:
+    """Area-downscaled grey image in [0, 1] (float32), aspect ratio kept."""
+    height = max(1, round(image.shape[0] * width / image.shape[1]))
+    small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    return small.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
+
+
+class KeyframeSelector:
+    """Stateful keyframe test; `reset` forgets the history."""
+
+    def __init__(self, config: KeyframeConfig | None = None) -> None:
+        self.config = config or KeyframeConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self._last_by_camera: dict[str, Keyframe] = {}
+        self._last_stamp_ns: int | None = None
+
+    def select(self, frame: Frame) -> Keyframe | None:
+        """Return a Keyframe if `frame` should become one, else None."""
+        config = self.config
+        last = self._last_by_camera.get(frame.camera_id)
+        if last is not None and frame.stamp_ns - last.stamp_ns < config.min_interval_s * 1e9:
+            return None
+        if config.max_rate_hz > 0 and self._last_stamp_ns is not None:
+            if frame.stamp_ns - self._last_stamp_ns < 1e9 / config.max_rate_hz:
+                return None
+        thumbnail = grey_thumbnail(frame.image, config.thumbnail_width)
+        if last is not None and thumbnail.shape == last.thumbnail.shape:
+            if float(np.mean(np.abs(thumbnail - last.thumbnail))) < config.min_change:
+                return None
+        keyframe = Keyframe(frame=frame, thumbnail=thumbnail)
+        self._last_by_camera[frame.camera_id] = keyframe
+        self._last_stamp_ns = frame.stamp_ns
+        return keyframe
