@@ -1,0 +1,464 @@
+"""The ROS 2 node: camera images in; map and window clouds, depth, path, TF and diagnostics out.
+
+A thin shell around `SlidingWindowMapper`: image callbacks convert the message and offer the
+frame to the mapper (cheap; keyframe selection only), the mapper reconstructs windows on its
+worker thread and calls `_on_window` there, which builds and publishes every output of that
+window.  rclpy publishers are thread-safe; `_publish_lock` orders window publishing against
+`~/reset` so that a window finished just before a reset is never published after it.
+
+Outputs (node-private names), all in `map_frame` unless said otherwise:
+  ~/map_cloud (PointCloud2, reliable + transient local), ~/window_cloud (the latest window),
+  ~/depth and ~/confidence (32FC1 per keyframe of the window, frame = keyframe frame,
+  NaN = invalid) with ~/depth/camera_info, ~/path, /tf (map -> keyframe frames of the window
+  and map -> camera_frame for the newest keyframe, optical axes), /diagnostics.
+Services: ~/reset, ~/save_map (std_srvs/Trigger).  Units are the model's ("map units")
+unless the model is metric.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Path
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
+
+from ..core.errors import InvalidImageError, SceneFromViewsError
+from ..core.result import PointCloud
+from ..mapping.chaining import WindowInMap
+from ..mapping.global_map import KeyframePose
+from ..mapping.keyframes import Frame
+from ..mapping.mapper import SlidingWindowMapper
+from ..mapping.windows import Window
+from .conversions import (
+    UnsupportedEncodingError,
+    camera_info_to_intrinsics,
+    compressed_msg_to_rgb,
+    diagnostic_array,
+    float_image_msg,
+    image_msg_to_rgb,
+    intrinsics_to_camera_info,
+    make_pointcloud2,
+    make_pointcloud2_from_views,
+    poses_to_path,
+    poses_to_transforms,
+    stamp_to_ns,
+)
+from .params import (
+    MODEL_PREFIX,
+    OPTIMIZER_PREFIX,
+    SPECS,
+    Backend,
+    NodeSettings,
+    build_backend,
+    declare_node_parameters,
+    parameter_values,
+    read_settings,
+)
+from .qos import DIAGNOSTICS_QOS, MAP_CLOUD_QOS, TF_QOS, WINDOW_QOS, image_qos
+
+DEFAULT_NODE_NAME = "scene_from_views"
+
+
+# ---------------------------------------------------------------- window -> messages
+@dataclass
+class WindowMessages:
+    """The messages of one placed window (the map cloud comes from the map, separately)."""
+
+    window_cloud: PointCloud2
+    depths: list[Image]
+    confidences: list[Image]
+    camera_infos: list[CameraInfo]
+    transforms: TFMessage
+    path: Path
+
+
+def window_cloud_masks(window: WindowInMap, min_confidence: float, stride: int) -> list[np.ndarray]:
+    """Per view, the (strided) pixels that are finite and at least `min_confidence`."""
+    return [
+        np.isfinite(points[::stride, ::stride, 2]) & (confidence[::stride, ::stride] >= min_confidence)
+        for points, confidence in zip(window.points, window.confidences)
+    ]
+
+
+def keyframe_frame(prefix: str, keyframe_id: int) -> str:
+    return f"{prefix}{keyframe_id}"
+
+
+class PathCache:
+    """The trajectory as nav_msgs/Path, converting each keyframe once: a keyframe's pose in
+    the map never changes after its window placed it, and a long run has thousands."""
+
+    def __init__(self) -> None:
+        self._poses: dict[int, PoseStamped] = {}
+        self._frame_id = ""
+
+    def clear(self) -> None:
+        self._poses.clear()
+
+    def path(self, trajectory: list[KeyframePose], frame_id: str, stamp_ns: int) -> Path:
+        if frame_id != self._frame_id:
+            self._poses.clear()
+            self._frame_id = frame_id
+        new = [keyframe for keyframe in trajectory if keyframe.keyframe_id not in self._poses]
+        converted = poses_to_path([kf.pose for kf in new], [kf.stamp_ns for kf in new], frame_id, stamp_ns)
+        self._poses.update((keyframe.keyframe_id, stamped) for keyframe, stamped in zip(new, converted.poses))
+        return Path(header=converted.header, poses=[self._poses[keyframe.keyframe_id] for keyframe in trajectory])
+
+
+def window_stamp_ns(window: WindowInMap) -> int:
+    """A window's outputs carry the stamp of its newest keyframe."""
+    return max(keyframe.stamp_ns for keyframe in window.keyframes)
+
+
+def build_window_messages(
+    window: WindowInMap, trajectory: list[KeyframePose], settings: NodeSettings, path_cache: PathCache
+) -> WindowMessages:
+    """Turn a placed window and the trajectory into messages (vectorised: the 1.6M points of
+    8 views at 518x392 are written straight into the message buffer, see bench/bench_publish.py)."""
+    stamp_ns = window_stamp_ns(window)
+    min_confidence, stride = settings.mapper.map.min_confidence, settings.window_cloud_stride
+    window_cloud = make_pointcloud2_from_views(
+        [points[::stride, ::stride] for points in window.points], [image[::stride, ::stride] for image in window.images],
+        window_cloud_masks(window, min_confidence, stride), stamp_ns, settings.map_frame,
+    )
+    frames = [keyframe_frame(settings.keyframe_frame_prefix, kf.keyframe_id) for kf in window.keyframes]
+    depths, confidences, camera_infos = [], [], []
+    if settings.publish_depth:
+        for view, keyframe in enumerate(window.keyframes):
+            depth, confidence = window.depths[view], window.confidences[view]
+            invalid = ~(np.isfinite(depth) & (depth > 0) & (confidence >= min_confidence))
+            depths.append(float_image_msg(np.where(invalid, np.float32(np.nan), depth), keyframe.stamp_ns, frames[view]))
+            confidences.append(float_image_msg(confidence, keyframe.stamp_ns, frames[view]))
+            height, width = depth.shape
+            camera_infos.append(intrinsics_to_camera_info(window.intrinsics[view], width, height, keyframe.stamp_ns, frames[view]))
+    newest = int(np.argmax([keyframe.stamp_ns for keyframe in window.keyframes]))
+    transforms = poses_to_transforms(
+        [*window.poses, window.poses[newest]], settings.map_frame, [*frames, settings.camera_frame],
+        [*(kf.stamp_ns for kf in window.keyframes), window.keyframes[newest].stamp_ns],
+    )
+    return WindowMessages(
+        window_cloud=window_cloud,
+        depths=depths,
+        confidences=confidences,
+        camera_infos=camera_infos,
+        transforms=TFMessage(transforms=transforms),
+        path=path_cache.path(trajectory, settings.map_frame, stamp_ns),
+    )
+
+
+class OutputPublishers:
+    """The node's output topics and the publish step of a window (also used by the bench)."""
+
+    def __init__(self, node: Node) -> None:
+        self.map_cloud = node.create_publisher(PointCloud2, "~/map_cloud", MAP_CLOUD_QOS)
+        self.window_cloud = node.create_publisher(PointCloud2, "~/window_cloud", WINDOW_QOS)
+        self.depth = node.create_publisher(Image, "~/depth", WINDOW_QOS)
+        self.depth_info = node.create_publisher(CameraInfo, "~/depth/camera_info", WINDOW_QOS)
+        self.confidence = node.create_publisher(Image, "~/confidence", WINDOW_QOS)
+        self.path = node.create_publisher(Path, "~/path", MAP_CLOUD_QOS)
+        self.tf = node.create_publisher(TFMessage, "/tf", TF_QOS)
+        self.path_cache = PathCache()
+
+    def publish_window(
+        self,
+        window: WindowInMap,
+        trajectory: list[KeyframePose],
+        map_snapshot: Callable[[], PointCloud],
+        settings: NodeSettings,
+    ) -> None:
+        """Build and publish everything one placed window changes, the map included."""
+        messages = build_window_messages(window, trajectory, settings, self.path_cache)
+        cloud = map_snapshot()
+        self.publish(messages, make_pointcloud2(cloud.points, cloud.colors, window_stamp_ns(window), settings.map_frame))
+
+    def publish(self, messages: WindowMessages, map_cloud: PointCloud2) -> None:
+        """Publish a window's messages and the map cloud."""
+        self.window_cloud.publish(messages.window_cloud)
+        for depth, confidence, info in zip(messages.depths, messages.confidences, messages.camera_infos):
+            self.depth.publish(depth)
+            self.confidence.publish(confidence)
+            self.depth_info.publish(info)
+        self.tf.publish(messages.transforms)
+        self.path.publish(messages.path)
+        self.map_cloud.publish(map_cloud)
+
+    def publish_empty_map(self, frame_id: str, stamp_ns: int) -> None:
+        """After a reset: an empty map cloud and path (latched for late joiners)."""
+        self.path_cache.clear()
+        empty = np.zeros((0, 3), np.float32)
+        self.map_cloud.publish(make_pointcloud2(empty, empty.astype(np.uint8), stamp_ns, frame_id))
+        self.path.publish(poses_to_path([], [], frame_id, stamp_ns))
+
+
+def device_memory_mb(device: Any) -> tuple[str, float]:
+    """("cuda_allocated_mb", MB) for a CUDA device, else ("process_rss_mb", resident MB)."""
+    if getattr(device, "type", "") == "cuda":
+        import torch
+
+        return "cuda_allocated_mb", torch.cuda.memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/statm") as statm:
+            return "process_rss_mb", int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        import resource
+
+        return "process_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------- the node
+class SceneFromViewsNode(Node):
+    """Sliding-window mapping node; see the module docstring for its interface."""
+
+    def __init__(self, node_name: str = DEFAULT_NODE_NAME, **node_kwargs: Any) -> None:
+        super().__init__(node_name, allow_undeclared_parameters=True, **node_kwargs)
+        declare_node_parameters(self)
+        self._settings = read_settings(parameter_values(self))
+        self._backend: Backend = build_backend(self._settings)
+        self._publish_lock = threading.Lock()
+        self._counts_lock = threading.Lock()
+        self._received: Counter[str] = Counter()
+        self._rejected = 0
+        self._reported: set[tuple[str, str]] = set()
+        self._camera_info: dict[str, CameraInfo] = {}
+        self._publish_s = 0.0
+        self._last_diagnostics = (time.monotonic(), 0, 0, 0)
+
+        settings = self._settings
+        self.outputs = OutputPublishers(self)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+
+        self.mapper = SlidingWindowMapper(
+            self._backend.model, settings.mapper, threaded=True, on_window=self._on_window,
+            on_error=self._on_window_error, reconstruct_kwargs=self._backend.reconstruct_kwargs,
+        )
+        # Images get their own callback group so a model rebuild in a parameter callback
+        # (default group) never stalls them under a MultiThreadedExecutor.
+        inputs = MutuallyExclusiveCallbackGroup()
+        qos = image_qos(settings.image_qos, settings.image_qos_depth)
+        for index, topic in enumerate(settings.image_topics):
+            compressed = topic.rstrip("/").endswith("/compressed")
+            self.create_subscription(
+                CompressedImage if compressed else Image, topic,
+                lambda msg, topic=topic, compressed=compressed: self._on_image(msg, topic, compressed),
+                qos, callback_group=inputs,
+            )
+            if index < len(settings.camera_info_topics) and settings.camera_info_topics[index]:
+                self.create_subscription(
+                    CameraInfo, settings.camera_info_topics[index],
+                    lambda msg, topic=topic: self._camera_info.__setitem__(topic, msg), qos, callback_group=inputs,
+                )
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_service(Trigger, "~/save_map", self._on_save_map)
+        self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.get_logger().info(
+            f"mapping {', '.join(settings.image_topics)} with {settings.model_type} on {self._backend.model.device} "
+            f"(window {settings.mapper.window.window_size}/{settings.mapper.window.window_overlap})"
+        )
+
+    @property
+    def settings(self) -> NodeSettings:
+        return self._settings
+
+    def close(self) -> None:
+        """Stop the mapping worker (the window in flight is finished first)."""
+        self.mapper.close()
+
+    # ---- input -------------------------------------------------------------------------
+    def _on_image(self, msg: Image | CompressedImage, topic: str, compressed: bool) -> None:
+        with self._counts_lock:
+            self._received[topic] += 1
+        try:
+            rgb = compressed_msg_to_rgb(msg) if compressed else image_msg_to_rgb(msg)
+            if rgb.shape[0] < 2 or rgb.shape[1] < 2:
+                raise InvalidImageError(f"image of {rgb.shape[1]}x{rgb.shape[0]} pixels is too small to map")
+        except InvalidImageError as error:
+            self._reject(topic, msg, error)
+            return
+        stamp_ns = stamp_to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
+        try:
+            self.mapper.add_frame(Frame(rgb, stamp_ns, topic, self._intrinsics(topic, rgb.shape[1], rgb.shape[0])))
+        except Exception as error:  # noqa: BLE001 - one odd frame must not stop the node (and its map)
+            self._reject(topic, msg, error)
+
+    def _reject(self, topic: str, msg: Image | CompressedImage, error: Exception) -> None:
+        """Count a dropped image; report an encoding once per topic (they repeat every frame)."""
+        with self._counts_lock:
+            self._rejected += 1
+            key = (topic, getattr(msg, "encoding", None) or getattr(msg, "format", ""))
+            first = key not in self._reported
+            self._reported.add(key)
+        if isinstance(error, UnsupportedEncodingError):
+            if first:
+                self.get_logger().error(f"{topic}: {error}; dropping these frames (reported once)")
+        else:
+            self.get_logger().warning(f"{topic}: {type(error).__name__}: {error}; frame dropped", throttle_duration_sec=5.0)
+
+    def _intrinsics(self, topic: str, width: int, height: int) -> np.ndarray | None:
+        """The camera's K in this image's pixels (scaled if CameraInfo is of another size)."""
+        info = self._camera_info.get(topic)
+        if info is None or not info.width or not info.height:
+            return None
+        k = camera_info_to_intrinsics(info).copy()
+        k[0] *= width / info.width
+        k[1] *= height / info.height
+        return k
+
+    # ---- window outputs ----------------------------------------------------------------
+    def _on_window(self, window: WindowInMap) -> None:
+        """Called on the mapper's worker thread for each placed window."""
+        with self._publish_lock:
+            if self.mapper.latest_window is not window:  # a reset came in between
+                return
+            started = time.perf_counter()
+            self.outputs.publish_window(window, self.mapper.trajectory(), self.mapper.map_cloud, self._settings)
+            self._publish_s = time.perf_counter() - started
+
+    def _on_window_error(self, window: Window, error: Exception) -> None:
+        self.get_logger().warning(
+            f"window {window.index} ({len(window)} keyframes) failed and was skipped, the map is kept: "
+            f"{type(error).__name__}: {error}"
+        )
+
+    # ---- services ----------------------------------------------------------------------
+    def _on_reset(self, _: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._publish_lock:
+            self.mapper.reset()
+            self.outputs.publish_empty_map(self._settings.map_frame, self.get_clock().now().nanoseconds)
+        self.get_logger().info("map reset")
+        response.success, response.message = True, "map, trajectory and pending keyframes cleared"
+        return response
+
+    def _on_save_map(self, _: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        try:
+            ply_path, tum_path = self.mapper.save(self._settings.output_dir)
+        except OSError as error:
+            response.success, response.message = False, f"cannot write the map to {self._settings.output_dir!r}: {error}"
+            self.get_logger().error(response.message)
+            return response
+        stats = self.mapper.stats
+        response.success = True
+        response.message = f"wrote {ply_path} ({stats.map_points} points) and {tum_path}"
+        self.get_logger().info(response.message)
+        return response
+
+    # ---- diagnostics -------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        stats = self.mapper.stats
+        with self._counts_lock:
+            received, rejected = sum(self._received.values()), self._rejected
+        since, last_received, last_rejected, last_failed = self._last_diagnostics
+        self._last_diagnostics = (now, received, rejected, stats.windows_failed)
+        memory_key, memory_mb = device_memory_mb(self._backend.model.device)
+        problems = []
+        if received == last_received:
+            problems.append("no images received")
+        if rejected > last_rejected:
+            problems.append(f"{rejected - last_rejected} images rejected")
+        if stats.windows_failed > last_failed:
+            problems.append(f"window failed: {stats.last_error}")
+        values = {
+            "input_rate_hz": (received - last_received) / max(now - since, 1e-9),
+            "frames_received": received,
+            "frames_rejected": rejected,
+            "keyframes": stats.keyframes,
+            "keyframes_dropped": stats.keyframes_dropped,
+            "pending_keyframes": stats.pending,
+            "windows_done": stats.windows_done,
+            "windows_failed": stats.windows_failed,
+            "window_latency_s": stats.latency_s,
+            "reconstruct_s": stats.reconstruct_s,
+            "chain_s": stats.chain_s,
+            "publish_s": self._publish_s,
+            "map_points": stats.map_points,
+            "device": str(self._backend.model.device),
+            memory_key: memory_mb,
+            "last_error": stats.last_error,
+        }
+        self.diagnostics_pub.publish(diagnostic_array(
+            f"{self.get_name()}: mapping", self._settings.model_type, "warn" if problems else "ok",
+            "; ".join(problems) or "mapping", values, self.get_clock().now().nanoseconds,
+        ))
+
+    # ---- parameters --------------------------------------------------------------------
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Validate a change as a whole; apply it only if everything is valid (a model or
+        optimizer change is built here and swapped in between windows; the map is kept)."""
+        values = parameter_values(self)
+        for parameter in parameters:
+            known = parameter.name in SPECS or parameter.name.startswith((MODEL_PREFIX, OPTIMIZER_PREFIX))
+            if not known and not self.has_parameter(parameter.name):
+                return self._reject_parameters(f"unknown parameter {parameter.name!r}; see config/scene_from_views.yaml")
+            values[parameter.name] = parameter.value
+        try:
+            settings = read_settings(values)
+            backend = None
+            if settings.model_signature() != self._settings.model_signature():
+                backend = build_backend(settings, self._backend)
+        except Exception as error:  # noqa: BLE001 - any failure to build rejects the change, never the node
+            return self._reject_parameters(f"{type(error).__name__}: {error}")
+        if backend is not None:
+            self.mapper.set_reconstructor(backend.model, **backend.reconstruct_kwargs)
+            self._backend = backend
+            self.get_logger().info("model rebuilt with the new parameters; used from the next window (map kept)")
+        self._apply_mapping_settings(settings)
+        self._settings = settings
+        return SetParametersResult(successful=True)
+
+    def _reject_parameters(self, reason: str) -> SetParametersResult:
+        self.get_logger().warning(f"parameter change rejected, keeping the current settings: {reason}")
+        return SetParametersResult(successful=False, reason=reason)
+
+    def _apply_mapping_settings(self, settings: NodeSettings) -> None:
+        """Keyframe, chaining and map-filter settings take effect at the next frame/window.
+        (Window layout, voxel size and point cap are read-only parameters.)"""
+        config = settings.mapper
+        self.mapper.selector.config = config.keyframe
+        self.mapper.map.config = config.map
+        self.mapper.config = config
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `scene_from_views_node`; returns the process exit status (1: could not start)."""
+    try:
+        rclpy.init(args=args)
+        try:
+            node = SceneFromViewsNode()
+        except (SceneFromViewsError, ParameterException, ValueError, TypeError, OSError) as error:
+            rclpy.logging.get_logger(DEFAULT_NODE_NAME).fatal(f"cannot start: {error}")
+            return 1
+        try:
+            executor = MultiThreadedExecutor(num_threads=3)
+            executor.add_node(node)
+            executor.spin()
+        finally:  # inside the outer try: a second Ctrl-C while closing ends quietly too
+            node.close()
+            node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

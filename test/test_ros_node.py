@@ -1,0 +1,474 @@
+"""End-to-end tests of scene_from_views_node over real rclpy and DDS (no ROS mocks).
+
+The node runs in this process on a MultiThreadedExecutor thread with the tiny random-weight
+VGGT fixture (built through the factory from model.checkpoint / model.config) and its
+parameters from a YAML file; a probe node publishes synthetic camera frames (and JPEG frames
+of the sample kitchen video) and records every output.  Startup failures run the real
+executable in a subprocess.  ROS_DOMAIN_ID / localhost discovery are set by conftest.py.
+
+Random weights give meaningless geometry, so chaining is told to accept any finite fit
+(chain.min_inlier_ratio: 0); everything else is the shipped configuration.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Path as PathMsg
+from rcl_interfaces.msg import Log
+from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter, parameter_value_to_python
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
+
+from scene_from_views_ros.geometry.ply import read_ply
+from scene_from_views_ros.mapping.exports import read_tum
+from scene_from_views_ros.mapping.synthetic import make_sequence
+from scene_from_views_ros.models.vggt import preprocess_vggt_images
+from scene_from_views_ros.ros.conversions import (
+    intrinsics_to_camera_info,
+    pointcloud2_to_arrays,
+    rgb_to_image_msg,
+    stamp_to_ns,
+)
+from scene_from_views_ros.ros.node import SceneFromViewsNode
+from scene_from_views_ros.ros.qos import MAP_CLOUD_QOS, TF_QOS, WINDOW_QOS
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY = REPO_ROOT / "test" / "fixtures" / "vggt_tiny"
+NODE = "/scene_from_views"
+CAMERA = "/sfv_test/camera/image_raw"
+KITCHEN = "/sfv_test/kitchen/image_raw/compressed"
+CAMERA_INFO = "/sfv_test/camera/camera_info"
+TARGET_SIZE = 70
+WINDOW, OVERLAP = 4, 2
+
+
+def processed_shape(width: int, height: int, target_size: int) -> tuple[int, int]:
+    """(height, width) of VGGT's processed image, i.e. of the depth output."""
+    dummy = np.zeros((height, width, 3), np.uint8)
+    return preprocess_vggt_images([dummy], "crop", target_size).rgb[0].shape[:2]
+
+
+def test_params_file(tmp_path: Path) -> Path:
+    """The shipped YAML with the test's changes (tiny model, small windows, own frame names)."""
+    config = yaml.safe_load((REPO_ROOT / "config" / "scene_from_views.yaml").read_text())
+    params = config["scene_from_views"]["ros__parameters"]
+    params["model"].update(checkpoint=str(TINY / "weights.safetensors"), config=str(TINY / "config.json"), target_size=TARGET_SIZE)
+    params.update(
+        image_topics=[CAMERA, KITCHEN], camera_info_topics=[CAMERA_INFO], image_qos="reliable", image_qos_depth=100,
+        map_frame="test_map", camera_frame="test_camera", keyframe_frame_prefix="test_kf_", diagnostics_period_s=0.2,
+    )
+    params["keyframe"]["min_change"] = 0.0
+    params["window"].update(size=WINDOW, overlap=OVERLAP)
+    params["chain"]["min_inlier_ratio"] = 0.0
+    params["map"]["output_dir"] = str(tmp_path / "saved")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+test_params_file.__test__ = False  # a helper, not a test
+
+
+class Probe:
+    """A node that feeds the mapper and records what it publishes (thread-safe lists)."""
+
+    def __init__(self, context: Context) -> None:
+        self.node = rclpy.create_node("sfv_test_probe", context=context)
+        self.lock = threading.Lock()
+        self.received: dict[str, list] = defaultdict(list)
+        latched = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        for topic, kind, qos in [
+            (f"{NODE}/window_cloud", PointCloud2, WINDOW_QOS), (f"{NODE}/map_cloud", PointCloud2, MAP_CLOUD_QOS),
+            (f"{NODE}/depth", Image, WINDOW_QOS), (f"{NODE}/depth/camera_info", CameraInfo, WINDOW_QOS),
+            (f"{NODE}/confidence", Image, WINDOW_QOS), (f"{NODE}/path", PathMsg, MAP_CLOUD_QOS),
+            ("/tf", TFMessage, TF_QOS), ("/diagnostics", DiagnosticArray, 10), ("/rosout", Log, latched),
+        ]:
+            self.node.create_subscription(kind, topic, lambda msg, topic=topic: self._record(topic, msg), qos)
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.camera = self.node.create_publisher(Image, CAMERA, reliable)
+        self.kitchen = self.node.create_publisher(CompressedImage, KITCHEN, reliable)
+        self.camera_info = self.node.create_publisher(CameraInfo, CAMERA_INFO, reliable)
+        self.reset = self.node.create_client(Trigger, f"{NODE}/reset")
+        self.save_map = self.node.create_client(Trigger, f"{NODE}/save_map")
+        self.set_parameters = self.node.create_client(SetParameters, f"{NODE}/set_parameters")
+        self.get_parameters = self.node.create_client(GetParameters, f"{NODE}/get_parameters")
+        self.sequence = make_sequence(64, 160, 120)
+        self.next_frame = 0
+        self.stamps: set[int] = set()
+        self.next_stamp = 1_700_000_000 * 10**9
+
+    def _record(self, topic: str, msg: object) -> None:
+        with self.lock:
+            self.received[topic].append(msg)
+
+    def messages(self, topic: str) -> list:
+        with self.lock:
+            return list(self.received[topic])
+
+    def count(self, topic: str) -> int:
+        with self.lock:
+            return len(self.received[topic])
+
+    def stamp(self) -> int:
+        self.next_stamp += 50_000_000
+        self.stamps.add(self.next_stamp)
+        return self.next_stamp
+
+    def publish_frames(self, count: int, period_s: float = 0.03) -> None:
+        """Synthetic camera frames (with camera_info), each with a new stamp."""
+        for _ in range(count):
+            frame = self.sequence.frame(self.next_frame % len(self.sequence))
+            self.next_frame += 1
+            stamp = self.stamp()
+            self.camera_info.publish(intrinsics_to_camera_info(frame.intrinsics, 160, 120, stamp, "camera"))
+            self.camera.publish(rgb_to_image_msg(frame.image, stamp, "camera"))
+            time.sleep(period_s)
+
+    def call(self, client, request, timeout: float = 20.0):  # noqa: ANN001, ANN201 - any service
+        assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"
+        future = client.call_async(request)
+        wait_for(future.done, timeout, f"no response from {client.srv_name}")
+        return future.result()
+
+    def set_parameter(self, name: str, value: object) -> tuple[bool, str]:
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        result = self.call(self.set_parameters, request).results[0]
+        return result.successful, result.reason
+
+    def diagnostics(self) -> dict[str, str]:
+        """Key-values of the node's latest /diagnostics status."""
+        for array in reversed(self.messages("/diagnostics")):
+            for status in array.status:
+                if status.name.startswith("scene_from_views"):
+                    return {value.key: value.value for value in status.values}
+        return {}
+
+    def fresh_diagnostics(self) -> dict[str, str]:
+        """The first /diagnostics published after this call."""
+        seen = self.count("/diagnostics")
+        wait_for(lambda: self.count("/diagnostics") > seen + 1, 10, "no /diagnostics")
+        return self.diagnostics()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s: {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def ros(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - yields (node, probe, tmp folder)
+    tmp_path = tmp_path_factory.mktemp("ros_node")
+    params_file = test_params_file(tmp_path)
+    context = Context()
+    rclpy.init(context=context)
+    node = SceneFromViewsNode(context=context, cli_args=["--ros-args", "--params-file", str(params_file)])
+    probe = Probe(context)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor.add_node(node)
+    executor.add_node(probe.node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    wait_for(lambda: probe.camera.get_subscription_count() > 0 and probe.kitchen.get_subscription_count() > 0,
+             10, "the node's image subscriptions were not discovered")
+    yield node, probe, tmp_path
+    node.close()
+    executor.shutdown()
+    node.destroy_node()
+    probe.node.destroy_node()
+    rclpy.shutdown(context=context)
+    spinner.join(5)
+
+
+def produce_windows(probe: Probe, windows: int, timeout: float = 30.0) -> None:
+    """Publish frames until `windows` more window clouds arrived."""
+    target = probe.count(f"{NODE}/window_cloud") + windows
+    deadline = time.monotonic() + timeout
+    while probe.count(f"{NODE}/window_cloud") < target:
+        assert time.monotonic() < deadline, f"no window cloud within {timeout} s"
+        probe.publish_frames(WINDOW - OVERLAP, period_s=0.05)
+        time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- tests
+def test_parameters_come_from_the_yaml_file(ros) -> None:  # noqa: ANN001
+    _, probe, tmp_path = ros
+    names = ["map_frame", "window.size", "model.target_size", "model.checkpoint", "image_topics", "map.voxel_size"]
+    response = probe.call(probe.get_parameters, GetParameters.Request(names=names))
+    values = {name: parameter_value_to_python(value) for name, value in zip(names, response.values)}
+    assert values["map_frame"] == "test_map"
+    assert values["window.size"] == WINDOW
+    assert values["model.target_size"] == TARGET_SIZE
+    assert values["model.checkpoint"] == str(TINY / "weights.safetensors")
+    assert list(values["image_topics"]) == [CAMERA, KITCHEN]
+    assert values["map.voxel_size"] == pytest.approx(0.01)  # untouched value of the shipped YAML
+
+
+def test_window_outputs(ros) -> None:  # noqa: ANN001
+    node, probe, _ = ros
+    depth_before, path_before = probe.count(f"{NODE}/depth"), probe.count(f"{NODE}/path")
+    produce_windows(probe, 3)
+    wait_for(lambda: probe.count(f"{NODE}/path") >= path_before + 3, 10, "path messages")
+    wait_for(lambda: probe.count(f"{NODE}/depth") >= depth_before + 3 * WINDOW, 10, "depth images")
+
+    cloud = probe.messages(f"{NODE}/window_cloud")[-1]
+    points, colors = pointcloud2_to_arrays(cloud)
+    assert cloud.header.frame_id == "test_map"
+    height, width = processed_shape(160, 120, TARGET_SIZE)
+    assert 0 < len(points) <= WINDOW * height * width
+    assert np.isfinite(points).all() and colors.dtype == np.uint8
+    assert stamp_to_ns(cloud.header.stamp) in probe.stamps
+
+    map_cloud = probe.messages(f"{NODE}/map_cloud")[-1]
+    assert map_cloud.header.frame_id == "test_map" and map_cloud.width > 0
+    assert np.isfinite(pointcloud2_to_arrays(map_cloud)[0]).all()
+
+    depths = probe.messages(f"{NODE}/depth")[depth_before:]
+    infos = probe.messages(f"{NODE}/depth/camera_info")
+    confidences = probe.messages(f"{NODE}/confidence")
+    assert len(depths) >= 3 * WINDOW
+    for depth in depths:
+        assert (depth.encoding, depth.height, depth.width) == ("32FC1", height, width)
+        assert stamp_to_ns(depth.header.stamp) in probe.stamps
+        assert depth.header.frame_id.startswith("test_kf_")
+        values = np.frombuffer(bytes(depth.data), "<f4")
+        assert np.isnan(values).sum() < values.size and (values[np.isfinite(values)] > 0).all()
+    info_by_frame = {(i.header.frame_id, stamp_to_ns(i.header.stamp)): i for i in infos}
+    last = depths[-1]
+    info = info_by_frame[(last.header.frame_id, stamp_to_ns(last.header.stamp))]
+    assert (info.height, info.width) == (height, width) and info.k[0] > 0 and info.k[8] == 1.0
+    assert any(c.header.frame_id == last.header.frame_id and c.encoding == "32FC1" for c in confidences)
+
+    transforms = [t for msg in probe.messages("/tf") for t in msg.transforms]
+    children = {t.child_frame_id for t in transforms}
+    assert "test_camera" in children and {d.header.frame_id for d in depths} <= children
+    for transform in transforms:
+        assert transform.header.frame_id == "test_map"
+        translation, rotation = transform.transform.translation, transform.transform.rotation
+        assert np.isfinite([translation.x, translation.y, translation.z]).all()
+        assert np.linalg.norm([rotation.x, rotation.y, rotation.z, rotation.w]) == pytest.approx(1.0, abs=1e-6)
+        assert stamp_to_ns(transform.header.stamp) in probe.stamps
+
+    lengths = [len(path.poses) for path in probe.messages(f"{NODE}/path")[path_before:]]
+    assert lengths == sorted(lengths) and lengths[-1] >= lengths[0] + 2 * (WINDOW - OVERLAP)
+    # CameraInfo's K travels with the camera's keyframes (same image size: unscaled).  Topics
+    # are not ordered against each other, so the very first image may beat its CameraInfo.
+    intrinsics = [kf.camera_intrinsics for kf in node.mapper.trajectory() if kf.camera_id == CAMERA]
+    known = [k for k in intrinsics if k is not None]
+    assert len(known) >= len(intrinsics) - 1 >= 1
+    assert all(np.allclose(k, probe.sequence.intrinsics) for k in known)
+    assert all(pose.header.frame_id == "test_map" for pose in probe.messages(f"{NODE}/path")[-1].poses)
+
+
+def test_compressed_topic_frames_are_mapped(ros, shared_data: Path) -> None:  # noqa: ANN001
+    _, probe, _ = ros
+    video = cv2.VideoCapture(str(shared_data / "redkitchen.mp4"))
+    jpegs = []
+    for _ in range(3):
+        ok, bgr = video.read()
+        assert ok, "cannot read redkitchen.mp4"
+        jpegs.append(cv2.imencode(".jpg", bgr)[1].tobytes())
+        for _ in range(10):  # frames further apart
+            video.read()
+    video.release()
+    before = probe.fresh_diagnostics()
+    for jpeg in jpegs:
+        stamp = probe.stamp()
+        probe.kitchen.publish(CompressedImage(header=rgb_to_image_msg(np.zeros((1, 1, 3), np.uint8), stamp, "kitchen").header,
+                                              format="jpeg", data=jpeg))
+        time.sleep(0.05)
+    wait_for(lambda: int(probe.diagnostics().get("frames_received", 0)) >= int(before["frames_received"]) + 3, 10,
+             "compressed frames not counted")
+    after = probe.fresh_diagnostics()
+    assert int(after["frames_rejected"]) == int(before["frames_rejected"])
+    # min_change 0: every decoded frame becomes a keyframe (counts restart only on reset).
+    assert int(after["keyframes"]) == int(before["keyframes"]) + 3
+
+
+def test_bad_encoding_is_reported_once_and_dropped(ros) -> None:  # noqa: ANN001
+    _, probe, _ = ros
+    before = probe.fresh_diagnostics()
+    for _ in range(4):
+        bayer = Image(header=rgb_to_image_msg(np.zeros((1, 1, 3), np.uint8), probe.stamp(), "camera").header,
+                      height=120, width=160, encoding="bayer_rggb8", step=160, data=bytes(160 * 120))
+        probe.camera.publish(bayer)
+        time.sleep(0.03)
+    wait_for(lambda: int(probe.diagnostics().get("frames_rejected", 0)) >= int(before["frames_rejected"]) + 4, 10,
+             "bad frames not counted as rejected")
+    reports = [log for log in probe.messages("/rosout") if log.name == "scene_from_views" and "bayer_rggb8" in log.msg]
+    assert len(reports) == 1 and reports[0].level == Log.ERROR and CAMERA in reports[0].msg
+    header = rgb_to_image_msg(np.zeros((1, 1, 3), np.uint8), probe.stamp(), "camera").header
+    truncated = Image(header=header, height=120, width=160, encoding="rgb8", step=480, data=bytes(100))
+    empty = Image(header=header, height=0, width=0, encoding="rgb8", step=0, data=b"")
+    probe.camera.publish(truncated)
+    probe.camera.publish(empty)
+    wait_for(lambda: int(probe.diagnostics().get("frames_rejected", 0)) >= int(before["frames_rejected"]) + 6, 10,
+             "truncated and empty images not counted as rejected")
+    produce_windows(probe, 1)  # the node keeps mapping good frames
+
+
+def test_invalid_parameter_changes_are_rejected_and_the_node_keeps_running(ros) -> None:  # noqa: ANN001
+    node, probe, _ = ros
+    checks = {
+        ("model.not_a_kwarg", 3): "valid: ",
+        ("model.target_size", 71): "multiple of 14",
+        ("model.checkpoint", "/nonexistent/weights.safetensors"): "nonexistent",
+        ("model.conf_thres", "high"): "model.conf_thres must be a float",
+        ("window.size", 6): "read-only",
+        ("keyframe.min_change", 2.0): "out of range",
+        ("image_qos", "best"): "read-only",
+        ("not_a_parameter", 1): "unknown parameter",
+    }
+    for (name, value), reason in checks.items():
+        successful, message = probe.set_parameter(name, value)
+        assert not successful, f"{name}={value!r} was accepted"
+        assert reason in message, f"{name}={value!r}: {message!r}"
+    assert node.get_parameter("model.target_size").value == TARGET_SIZE
+    assert node.settings.model_kwargs["target_size"] == TARGET_SIZE
+    warnings = [log.msg for log in probe.messages("/rosout") if log.name == "scene_from_views" and log.level == Log.WARN]
+    assert any("model.not_a_kwarg" in msg for msg in warnings)
+    produce_windows(probe, 1)
+
+
+def test_model_parameter_change_rebuilds_between_windows_and_keeps_the_map(ros) -> None:  # noqa: ANN001
+    node, probe, _ = ros
+    produce_windows(probe, 1)
+    path_length = len(probe.messages(f"{NODE}/path")[-1].poses)
+    mapper = node.mapper  # the mapper (and its map) must survive the change
+    assert probe.set_parameter("model.conf_thres", 10.0) == (True, "")  # call option: network reused
+    assert probe.set_parameter("model.target_size", 56) == (True, "")  # construction path: model rebuilt
+    depth_before = probe.count(f"{NODE}/depth")
+    produce_windows(probe, 2)
+    height, width = processed_shape(160, 120, 56)
+    newest = probe.messages(f"{NODE}/depth")[-1]
+    assert (newest.height, newest.width) == (height, width)
+    assert len(probe.messages(f"{NODE}/depth")) > depth_before
+    assert node.mapper is mapper and len(probe.messages(f"{NODE}/path")[-1].poses) > path_length
+    assert probe.set_parameter("model.target_size", TARGET_SIZE) == (True, "")
+
+
+def test_failing_windows_are_logged_and_the_map_is_kept(ros) -> None:  # noqa: ANN001
+    node, probe, _ = ros
+    produce_windows(probe, 1)
+    # Chaining settings apply from the next window: demand more overlap pixels than are sampled.
+    assert probe.set_parameter("chain.min_correspondences", 10_000_000) == (True, "")
+    before = probe.fresh_diagnostics()
+    map_points, keyframes = len(node.mapper.map_cloud()), len(node.mapper.trajectory())
+    clouds = probe.count(f"{NODE}/window_cloud")
+    probe.publish_frames(3 * (WINDOW - OVERLAP), period_s=0.1)
+    wait_for(lambda: int(probe.diagnostics().get("windows_failed", 0)) >= int(before["windows_failed"]) + 2, 20,
+             "windows did not fail")
+    assert probe.count(f"{NODE}/window_cloud") == clouds  # nothing published for a failed window
+    assert (len(node.mapper.map_cloud()), len(node.mapper.trajectory())) == (map_points, keyframes)
+    failures = [log.msg for log in probe.messages("/rosout") if log.name == "scene_from_views" and "failed and was skipped" in log.msg]
+    assert failures and "overlap correspondences" in failures[-1]
+    assert probe.diagnostics()["last_error"] != ""
+    assert probe.set_parameter("chain.min_correspondences", 50) == (True, "")
+    produce_windows(probe, 1)  # placed again, onto the kept anchor
+    assert len(node.mapper.trajectory()) > keyframes
+
+
+def test_images_faster_than_inference_keep_memory_bounded(ros) -> None:  # noqa: ANN001
+    node, probe, _ = ros
+    before = probe.fresh_diagnostics()
+    pending = []
+    for _ in range(3):
+        probe.publish_frames(20, period_s=0.0)
+        pending.append(node.mapper.stats.pending)
+    after = probe.fresh_diagnostics()
+    assert int(after["keyframes_dropped"]) > int(before["keyframes_dropped"])
+    assert max(pending + [int(after["pending_keyframes"])]) <= WINDOW  # the queue never exceeds one window
+    produce_windows(probe, 1)
+
+
+def test_save_map_writes_readable_files(ros) -> None:  # noqa: ANN001
+    import open3d as o3d
+
+    node, probe, tmp_path = ros
+    produce_windows(probe, 1)
+    response = probe.call(probe.save_map, Trigger.Request())
+    assert response.success, response.message
+    ply, tum = tmp_path / "saved" / "map.ply", tmp_path / "saved" / "map_trajectory.tum"
+    assert str(ply) in response.message
+    cloud = o3d.io.read_point_cloud(str(ply))
+    points = np.asarray(cloud.points)
+    assert len(points) > 0 and np.isfinite(points).all() and cloud.has_colors()
+    assert np.allclose(read_ply(ply)[0], points, atol=1e-5)
+    stamps, poses = read_tum(tum)
+    assert len(stamps) >= WINDOW and set(stamps) <= probe.stamps
+    assert all(np.isfinite(pose).all() for pose in poses)
+
+
+def test_reset_clears_the_map(ros) -> None:  # noqa: ANN001
+    node, probe, _ = ros
+    produce_windows(probe, 1)
+    assert len(node.mapper.trajectory()) > 0
+    maps_before = probe.count(f"{NODE}/map_cloud")
+    response = probe.call(probe.reset, Trigger.Request())
+    assert response.success, response.message
+    wait_for(lambda: probe.count(f"{NODE}/map_cloud") > maps_before, 10, "map cloud after reset")
+    empty = [msg for msg in probe.messages(f"{NODE}/map_cloud")[maps_before:] if msg.width == 0]
+    assert empty, "no empty map cloud published on reset"
+    assert len(node.mapper.trajectory()) == 0 and len(node.mapper.map_cloud()) == 0
+    wait_for(lambda: len(probe.messages(f"{NODE}/path")[-1].poses) == 0, 5, "an empty path after reset")
+    paths_before = probe.count(f"{NODE}/path")
+    produce_windows(probe, 1)  # mapping starts over: the first window holds the whole path
+    first_path = next(path for path in probe.messages(f"{NODE}/path")[paths_before:] if path.poses)
+    assert len(first_path.poses) == WINDOW
+
+
+# ---------------------------------------------------------------- startup failures
+def run_node(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "scene_from_views_ros.ros.node", "--ros-args", *args],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env={**os.environ, "RCUTILS_COLORIZED_OUTPUT": "0"},
+    )
+
+
+def test_startup_errors_stop_the_node_with_one_clear_message(tmp_path: Path) -> None:
+    corrupt = tmp_path / "weights.safetensors"
+    corrupt.write_bytes(b"not a checkpoint" * 10)
+    tiny = ["-p", f"model.config:={TINY / 'config.json'}", "-p", "image_topics:=[/sfv_test/unused]"]
+    cases = {
+        "wrong kwarg": (["-p", "model.not_a_kwarg:=1", "-p", f"model.checkpoint:={TINY / 'weights.safetensors'}", *tiny],
+                        ["model.not_a_kwarg", "valid: ", "model.target_size"]),
+        "corrupt checkpoint": (["-p", f"model.checkpoint:={corrupt}", *tiny], [str(corrupt)]),
+        "missing checkpoint": (["-p", f"model.checkpoint:={tmp_path / 'missing.pt'}", *tiny], ["missing.pt"]),
+    }
+    with_threads: dict[str, subprocess.CompletedProcess] = {}
+    threads = [threading.Thread(target=lambda name=name, args=args: with_threads.__setitem__(name, run_node(args)))
+               for name, (args, _) in cases.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name, (_, expected) in cases.items():
+        result = with_threads[name]
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, f"{name}: exit status {result.returncode}\n{output}"
+        assert "Traceback" not in output, f"{name}: traceback printed\n{output}"
+        errors = [line for line in output.splitlines() if "cannot start" in line]
+        assert len(errors) == 1, f"{name}: expected one error line\n{output}"
+        for text in expected:
+            assert text in errors[0], f"{name}: {text!r} not in {errors[0]!r}"
