@@ -23,6 +23,7 @@ setup(
         "huggingface_hub",
         "einops",
         "opencv-python-headless",
+        "pillow",
         "pyyaml",
         "tqdm",
     ],

@@ -1,0 +1,73 @@
+"""Camera maths: pose encodings, pose inversion, depth unprojection.
+
+Conventions: OpenCV camera axes (x right, y down, z forward); "extrinsics" are 3x4
+world-to-camera [R|t]; "poses" are 4x4 camera-to-world.  Functions accept any leading
+batch dimensions.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def quaternion_to_matrix(quaternions: torch.Tensor) -> torch.Tensor:
+    """Unit-or-not quaternions (..., 4) in x, y, z, w order (scalar last) -> rotations (..., 3, 3)."""
+    i, j, k, r = torch.unbind(quaternions, -1)
+    two_s = 2.0 / (quaternions * quaternions).sum(-1)
+    matrix = torch.stack(
+        (
+            1 - two_s * (j * j + k * k), two_s * (i * j - k * r), two_s * (i * k + j * r),
+            two_s * (i * j + k * r), 1 - two_s * (i * i + k * k), two_s * (j * k - i * r),
+            two_s * (i * k - j * r), two_s * (j * k + i * r), 1 - two_s * (i * i + j * j),
+        ),
+        -1,
+    )
+    return matrix.reshape(quaternions.shape[:-1] + (3, 3))
+
+
+def pose_encoding_to_extrinsics_intrinsics(
+    pose_encoding: torch.Tensor, image_hw: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """VGGT's "absT_quaR_FoV" encoding (..., 9) = [t(3), quat xyzw(4), fov_h, fov_w] ->
+    world-to-camera extrinsics (..., 3, 4) and pinhole intrinsics (..., 3, 3) for an
+    image of `image_hw` pixels with the principal point at its centre."""
+    translation = pose_encoding[..., :3]
+    rotation = quaternion_to_matrix(pose_encoding[..., 3:7])
+    extrinsics = torch.cat([rotation, translation[..., None]], dim=-1)
+    height, width = image_hw
+    fy = (height / 2.0) / torch.tan(pose_encoding[..., 7] / 2.0)
+    fx = (width / 2.0) / torch.tan(pose_encoding[..., 8] / 2.0)
+    intrinsics = torch.zeros(pose_encoding.shape[:-1] + (3, 3), dtype=pose_encoding.dtype, device=pose_encoding.device)
+    intrinsics[..., 0, 0] = fx
+    intrinsics[..., 1, 1] = fy
+    intrinsics[..., 0, 2] = width / 2
+    intrinsics[..., 1, 2] = height / 2
+    intrinsics[..., 2, 2] = 1.0
+    return extrinsics, intrinsics
+
+
+def extrinsics_to_poses(extrinsics: np.ndarray) -> np.ndarray:
+    """World-to-camera (..., 3, 4) or (..., 4, 4) -> camera-to-world 4x4 (closed-form inverse)."""
+    rotation = extrinsics[..., :3, :3]
+    translation = extrinsics[..., :3, 3]
+    poses = np.zeros(extrinsics.shape[:-2] + (4, 4), dtype=extrinsics.dtype)
+    poses[..., :3, :3] = np.swapaxes(rotation, -1, -2)
+    poses[..., :3, 3] = -np.einsum("...ji,...j->...i", rotation, translation)
+    poses[..., 3, 3] = 1
+    return poses
+
+
+def unproject_depth(depth: np.ndarray, intrinsics: np.ndarray, poses: np.ndarray | None = None) -> np.ndarray:
+    """Depth maps (S, H, W) -> points (S, H, W, 3): in each camera's frame, or in the world
+    frame when camera-to-world `poses` (S, 4, 4) are given.  Pixel centres at integer
+    coordinates, as the VGGT reference unprojects."""
+    frames, height, width = depth.shape
+    u, v = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    fx, fy = intrinsics[:, 0, 0, None, None], intrinsics[:, 1, 1, None, None]
+    cx, cy = intrinsics[:, 0, 2, None, None], intrinsics[:, 1, 2, None, None]
+    camera = np.stack([(u - cx) * depth / fx, (v - cy) * depth / fy, depth], axis=-1).astype(np.float32)
+    if poses is None:
+        return camera
+    rotation, translation = poses[:, :3, :3], poses[:, :3, 3]
+    world = np.einsum("sij,shwj->shwi", rotation, camera) + translation[:, None, None, :]
+    return world.astype(np.float32)
