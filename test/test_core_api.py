@@ -203,3 +203,13 @@ def test_optimizer_extension_point():
     plain = model.reconstruct(images)
     refined = model.reconstruct(images, optimizer=ShiftOptimizer())
     np.testing.assert_allclose(refined.global_point_cloud.points, plain.global_point_cloud.points + 1.0)
+
+
+def test_factory_names_a_missing_optional_dependency(monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m.startswith("scene_from_views_ros.models")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "PIL", None)  # makes `import PIL` raise ImportError
+    with pytest.raises(sfv.MissingDependencyError, match="'vggt' needs the Python package 'PIL'.*pip install pillow"):
+        sfv.scene_from_views_factory("vggt", device="cpu")

@@ -22,6 +22,10 @@ _MODEL_CLASSES: dict[SceneFromViewsType, str | None] = {
 }
 
 
+# Import names whose pip package is called otherwise.
+_PIP_NAMES = {"PIL": "pillow", "cv2": "opencv-python-headless", "yaml": "pyyaml", "open3d": "open3d-cpu"}
+
+
 def implemented_types() -> list[SceneFromViewsType]:
     """The model types that this release can build."""
     return [model_type for model_type, target in _MODEL_CLASSES.items() if target is not None]
@@ -45,7 +49,7 @@ def model_class(scene_from_views_type: SceneFromViewsType | str) -> type[SceneFr
             raise
         raise MissingDependencyError(
             f"model type {model_type.value!r} needs the Python package {missing!r}, which is not "
-            f"installed: pip install {missing}"
+            f"installed: pip install {_PIP_NAMES.get(missing, missing)}"
         ) from error
     return getattr(module, class_name)
 
