@@ -22,6 +22,7 @@ from scene_from_views_ros.mapping.keyframes import KeyframeConfig
 from scene_from_views_ros.mapping.mapper import MapperConfig
 from scene_from_views_ros.mapping.settings import (
     MAPPER_PARAMETERS,
+    PARAMETER_SPECS,
     FrameNames,
     SettingsError,
     default_parameters,
@@ -467,3 +468,17 @@ def test_the_node_parameter_file_reads_into_the_same_settings() -> None:
     assert "checkpoint" not in settings.model_kwargs and settings.model_kwargs["target_size"] == params["model.target_size"]
     assert {"image_topics", "camera_info_topics", "image_qos", "publish.depth"} <= set(settings.other)
     assert not any(name.split(".")[0] in ("keyframe", "window", "chain", "map", "model", "optimizer") for name in settings.other)
+
+
+def test_shipped_yaml_defaults_are_the_code_defaults() -> None:
+    """Every shared parameter in config/scene_from_views.yaml holds the code's default, of the
+    same type (ROS rejects 1 for a float parameter), so the file cannot drift from the
+    dataclasses; and every shared parameter has one description with that default."""
+    defaults = default_parameters()
+    shipped = load_parameter_file(Path(__file__).resolve().parents[1] / "config" / "scene_from_views.yaml")
+    for name, default in defaults.items():
+        assert shipped[name] == default and type(shipped[name]) is type(default), name
+    assert shipped["map.pixel_stride"] == MapConfig().pixel_stride == 2
+    assert [spec.name for spec in PARAMETER_SPECS] == list(dict.fromkeys(spec.name for spec in PARAMETER_SPECS))
+    assert {spec.name: spec.default for spec in PARAMETER_SPECS} == defaults
+    assert all(spec.description for spec in PARAMETER_SPECS)

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from scene_from_views_ros.geometry.ply import read_ply
 from scene_from_views_ros.geometry.pointcloud import VoxelAccumulator, confidence_mask, voxel_downsample
@@ -14,6 +15,7 @@ from scene_from_views_ros.geometry.sim3 import (
     decompose_sim3,
     estimate_sim3_robust,
     invert_sim3,
+    pose_to_translation_quaternion,
     quaternion_to_rotation,
     rotation_to_quaternion,
     sim3_matrix,
@@ -195,6 +197,22 @@ def test_sim3_pose_helpers_and_quaternions() -> None:
     np.testing.assert_allclose(quaternion_to_rotation(quaternions), rotations, atol=1e-12)
 
 
+def test_quaternions_match_scipy_including_half_turns() -> None:
+    rotations = Rotation.random(200, random_state=3).as_matrix()
+    half_turns = Rotation.from_rotvec(np.pi * np.eye(3)).as_matrix()
+    matrices = np.concatenate([rotations, half_turns, np.eye(3)[None]])
+    ours = rotation_to_quaternion(matrices)
+    reference = Rotation.from_matrix(matrices).as_quat()
+    same_sign = np.where((ours * reference).sum(1, keepdims=True) < 0, -reference, reference)
+    np.testing.assert_allclose(ours, same_sign, atol=1e-9)
+    assert (ours[:, 3] >= 0).all()
+    poses = np.tile(np.eye(4), (len(matrices), 1, 1))
+    poses[:, :3, :3], poses[:, :3, 3] = matrices, np.arange(3 * len(matrices)).reshape(-1, 3)
+    translations, from_poses = pose_to_translation_quaternion(poses)
+    np.testing.assert_array_equal(translations, poses[:, :3, 3])
+    np.testing.assert_array_equal(from_poses, ours)
+
+
 # ---- voxel map ---------------------------------------------------------------------------------
 def test_voxel_accumulator_averages_by_weight_and_keeps_its_grid() -> None:
     voxels = VoxelAccumulator(voxel_size=1.0, max_points=100)
@@ -220,6 +238,26 @@ def test_voxel_map_is_capped_at_max_points_and_keeps_coverage() -> None:
     assert points[:, 0].min() < 0.1 and points[:, 0].max() > 1.9 and points[:, 1].max() > 0.9
     voxels.clear()
     assert len(voxels) == 0 and voxels.voxel_size == 0.01
+
+
+def test_voxel_snapshots_are_shared_read_only_and_kept_by_later_adds() -> None:
+    """points()/colors() hand out the map's own arrays (publishing a 1M-point map copies
+    nothing); merging, inserting and coarsening build new ones, so a snapshot never changes."""
+    voxels = VoxelAccumulator(voxel_size=1.0, max_points=3)
+    voxels.add(np.array([[0.2, 0.2, 0.2], [2.5, 0.5, 0.5]]), np.array([[0, 0, 0], [7, 8, 9]], np.uint8))
+    points, colors = voxels.points(), voxels.colors()
+    assert voxels.points() is points and voxels.colors() is colors
+    with pytest.raises(ValueError, match="read-only"):
+        points[0, 0] = 1.0
+    kept = points.copy(), colors.copy()
+    voxels.add(np.array([[0.8, 0.8, 0.8], [1.5, 0.5, 0.5]]), np.array([[90, 90, 90], [1, 2, 3]], np.uint8), np.array([2.0, 1.0]))
+    np.testing.assert_array_equal(points, kept[0])
+    np.testing.assert_array_equal(colors, kept[1])
+    np.testing.assert_array_equal(voxels.colors(), [[60, 60, 60], [1, 2, 3], [7, 8, 9]])  # kept up to date per merge
+    voxels.add(np.array([[4.5, 0.5, 0.5]]), np.array([[200, 100, 50]], np.uint8))  # a 4th voxel: coarsened
+    assert len(voxels) <= 3 and voxels.voxel_size > 1.0
+    np.testing.assert_array_equal(colors, kept[1])
+    assert voxels.colors().dtype == np.uint8 and voxels.points().flags.c_contiguous
 
 
 def test_confidence_mask_absolute_and_percentile() -> None:

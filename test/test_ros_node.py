@@ -41,12 +41,8 @@ from scene_from_views_ros.geometry.ply import read_ply
 from scene_from_views_ros.mapping.exports import read_tum
 from scene_from_views_ros.mapping.synthetic import make_sequence
 from scene_from_views_ros.models.vggt import preprocess_vggt_images
-from scene_from_views_ros.ros.conversions import (
-    intrinsics_to_camera_info,
-    pointcloud2_to_arrays,
-    rgb_to_image_msg,
-    stamp_to_ns,
-)
+from scene_from_views_ros.io.messages import pointcloud2_to_arrays, stamp_to_ns
+from scene_from_views_ros.ros.conversions import intrinsics_to_camera_info, rgb_to_image_msg
 from scene_from_views_ros.ros.node import SceneFromViewsNode
 from scene_from_views_ros.ros.qos import MAP_CLOUD_QOS, TF_QOS, WINDOW_QOS
 

@@ -97,7 +97,7 @@ def test_declared_parameters_have_descriptions_ranges_and_yaml_values(context: C
             assert "SceneFromViewsVggt" in descriptor.description and descriptor.dynamic_typing
         assert node.describe_parameter("camera_info_topics").type == ParameterType.PARAMETER_STRING_ARRAY
         settings = read_settings(parameter_values(node))
-        assert settings.map_frame == "world_from_yaml" and settings.mapper.window.window_size == 12
+        assert settings.frames.map_frame == "world_from_yaml" and settings.mapper.window.window_size == 12
         assert settings.model_kwargs["target_size"] == 518 and "checkpoint" not in settings.model_kwargs  # "" = default
         assert settings.camera_info_topics == [] and settings.image_topics == ["/camera/image_raw"]
     finally:
@@ -119,12 +119,12 @@ def test_unknown_overrides_stop_startup(context: Context, override: str, error: 
 
 def test_settings_map_onto_the_mapper_config() -> None:
     settings = read_settings(default_values(**{
-        "window.size": 6, "window.overlap": 3, "keyframe.min_change": 0.2, "chain.seed": 4, "map.pixel_stride": 2,
+        "window.size": 6, "window.overlap": 3, "keyframe.min_change": 0.2, "chain.seed": 4, "map.pixel_stride": 3,
         "model.target_size": 140, "model.checkpoint": "", "device": "",
     }))
     mapper = settings.mapper
     assert (mapper.window.window_size, mapper.window.window_overlap) == (6, 3)
-    assert mapper.keyframe.min_change == 0.2 and mapper.chain.seed == 4 and mapper.map.pixel_stride == 2
+    assert mapper.keyframe.min_change == 0.2 and mapper.chain.seed == 4 and mapper.map.pixel_stride == 3
     assert settings.device is None and settings.model_kwargs["target_size"] == 140 and "checkpoint" not in settings.model_kwargs
 
 

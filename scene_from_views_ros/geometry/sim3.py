@@ -221,6 +221,13 @@ def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
     return np.where(quaternion[..., 3:4] < 0, -quaternion, quaternion)
 
 
+def pose_to_translation_quaternion(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """4x4 poses (..., 4, 4) -> translations (..., 3) and quaternions (..., 4) (x, y, z, w):
+    what ROS poses and transforms and TUM trajectories carry."""
+    poses = np.asarray(poses, dtype=np.float64)
+    return poses[..., :3, 3], rotation_to_quaternion(poses[..., :3, :3])
+
+
 def quaternion_to_rotation(quaternion: np.ndarray) -> np.ndarray:
     """Quaternions (..., 4) ordered (x, y, z, w) to rotation matrices (..., 3, 3)."""
     q = np.asarray(quaternion, dtype=np.float64)

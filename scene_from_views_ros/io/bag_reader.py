@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core.imports import import_optional
 from ..mapping.keyframes import Frame
-from .messages import compressed_to_rgb, image_to_rgb
+from .messages import camera_info_intrinsics, compressed_to_rgb, image_to_rgb, stamp_to_ns
 from .sources import Candidate, FrameSource, InputError, Selection
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -34,10 +34,6 @@ def _rosbags() -> tuple[Any, Any]:
     from rosbags.typesys import Stores, get_typestore
 
     return AnyReader, get_typestore(Stores.ROS2_HUMBLE)
-
-
-def stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def _listing(topics: dict[str, Any], types: tuple[str, ...] | None = None) -> str:
@@ -122,24 +118,12 @@ class BagSource(FrameSource):
     def available(self) -> int:
         return self.count
 
-    @staticmethod
-    def _intrinsics(info: Any) -> tuple[np.ndarray, int, int] | None:
-        k = np.asarray(info.k, np.float64).reshape(3, 3)
-        if k[0, 0] <= 0 or k[1, 1] <= 0:
-            return None  # an uncalibrated camera publishes K = 0
-        return k, int(info.width), int(info.height)
-
-    def _frame(self, msg: Any, stamp: int, intrinsics: tuple[np.ndarray, int, int] | None) -> Frame:
+    def _frame(self, msg: Any, stamp: int, info: Any | None) -> Frame:
         try:
             rgb = DECODERS[self.msgtype](msg)
         except Exception as error:
             raise InputError(f"cannot decode the {self.topic} message stamped {stamp / 1e9:.9f} in {self.path}: {error}") from error
-        k = None
-        if intrinsics is not None:
-            k, width, height = intrinsics
-            height_now, width_now = rgb.shape[:2]
-            if width and height and (width, height) != (width_now, height_now):
-                k = np.diag([width_now / width, height_now / height, 1.0]) @ k
+        k = None if info is None else camera_info_intrinsics(info, rgb.shape[1], rgb.shape[0])
         return Frame(rgb, stamp, self.topic, k)
 
     def _candidates(self) -> Iterator[Candidate]:
@@ -149,12 +133,12 @@ class BagSource(FrameSource):
             info_connections = [c for c in connections if c.topic == self.camera_info_topic]
             latest = None
             for connection, _, raw in reader.messages(connections=info_connections):
-                latest = self._intrinsics(reader.deserialize(raw, connection.msgtype))
+                latest = reader.deserialize(raw, connection.msgtype)
                 break
             for connection, log_time, raw in reader.messages(connections=connections):
                 msg = reader.deserialize(raw, connection.msgtype)
                 if connection.topic == self.camera_info_topic:
-                    latest = self._intrinsics(msg)
+                    latest = msg
                     continue
-                stamp = stamp_ns(msg.header) or int(log_time)
+                stamp = stamp_to_ns(msg.header.stamp) or int(log_time)
                 yield stamp, partial(self._frame, msg, stamp, latest)

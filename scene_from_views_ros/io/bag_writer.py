@@ -16,10 +16,19 @@ import numpy as np
 
 from ..core.imports import import_optional
 from ..core.result import PointCloud
-from ..geometry.sim3 import rotation_to_quaternion
+from ..geometry.sim3 import pose_to_translation_quaternion
 from ..mapping.global_map import KeyframePose
 from ..mapping.settings import DEFAULT_NODE_NAME, FrameNames
-from .messages import CLOUD_FIELDS, CLOUD_POINT_STEP, POINTFIELD_FLOAT32, pack_xyzrgb
+from .messages import (
+    CLOUD_FIELDS,
+    CLOUD_POINT_STEP,
+    POINTFIELD_FLOAT32,
+    camera_info_fields,
+    float_image_fields,
+    masked_depth,
+    pack_xyzrgb,
+    split_stamp,
+)
 
 BAG_VERSION = 8  # read by Iron, Jazzy and later (and by Humble's rosbag2 with mcap support)
 
@@ -35,8 +44,8 @@ class _Messages:
         self.t = self.typestore.types
 
     def header(self, stamp_ns: int, frame_id: str) -> Any:
-        seconds, nanoseconds = divmod(int(stamp_ns), 1_000_000_000)
-        return self.t["std_msgs/msg/Header"](stamp=self.t["builtin_interfaces/msg/Time"](sec=seconds, nanosec=nanoseconds), frame_id=frame_id)
+        sec, nanosec = split_stamp(stamp_ns)
+        return self.t["std_msgs/msg/Header"](stamp=self.t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame_id)
 
     def cloud(self, cloud: PointCloud, stamp_ns: int, frame_id: str) -> Any:
         fields = [self.t["sensor_msgs/msg/PointField"](name=name, offset=offset, datatype=POINTFIELD_FLOAT32, count=1) for name, offset in CLOUD_FIELDS]
@@ -48,30 +57,21 @@ class _Messages:
 
     def depth(self, depth: np.ndarray, stamp_ns: int, frame_id: str) -> Any:
         """32FC1 with NaN where the depth is not a positive finite number."""
-        depth = np.asarray(depth, dtype="<f4")
-        depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(np.nan)).astype("<f4")
-        height, width = depth.shape
+        depth = masked_depth(depth)
         return self.t["sensor_msgs/msg/Image"](
-            header=self.header(stamp_ns, frame_id), height=height, width=width, encoding="32FC1", is_bigendian=0,
-            step=width * 4, data=depth.reshape(-1).view(np.uint8),
+            header=self.header(stamp_ns, frame_id), **float_image_fields(depth), data=depth.reshape(-1).view(np.uint8),
         )
 
     def camera_info(self, keyframe: KeyframePose, frame_id: str) -> Any:
-        k = np.asarray(keyframe.intrinsics, np.float64).reshape(3, 3)
-        projection = np.zeros((3, 4))
-        projection[:, :3] = k
         width, height = keyframe.image_size
         roi = self.t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
         return self.t["sensor_msgs/msg/CameraInfo"](
-            header=self.header(keyframe.stamp_ns, frame_id), height=height, width=width, distortion_model="plumb_bob",
-            d=np.zeros(5), k=k.reshape(-1), r=np.eye(3).reshape(-1), p=projection.reshape(-1), binning_x=0, binning_y=0, roi=roi,
+            header=self.header(keyframe.stamp_ns, frame_id), **camera_info_fields(keyframe.intrinsics, width, height),
+            binning_x=0, binning_y=0, roi=roi,
         )
 
-    def _translation_rotation(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return pose[:3, 3], rotation_to_quaternion(pose[:3, :3])
-
     def pose_stamped(self, keyframe: KeyframePose, frame_id: str) -> Any:
-        (x, y, z), (qx, qy, qz, qw) = self._translation_rotation(keyframe.pose)
+        (x, y, z), (qx, qy, qz, qw) = pose_to_translation_quaternion(keyframe.pose)
         pose = self.t["geometry_msgs/msg/Pose"](
             position=self.t["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=float(z)),
             orientation=self.t["geometry_msgs/msg/Quaternion"](x=float(qx), y=float(qy), z=float(qz), w=float(qw)),
@@ -82,7 +82,7 @@ class _Messages:
         return self.t["nav_msgs/msg/Path"](header=self.header(stamp_ns, frame_id), poses=list(poses))
 
     def tf(self, pose: np.ndarray, stamp_ns: int, parent: str, children: Sequence[str]) -> Any:
-        (x, y, z), (qx, qy, qz, qw) = self._translation_rotation(pose)
+        (x, y, z), (qx, qy, qz, qw) = pose_to_translation_quaternion(pose)
         transform = self.t["geometry_msgs/msg/Transform"](
             translation=self.t["geometry_msgs/msg/Vector3"](x=float(x), y=float(y), z=float(z)),
             rotation=self.t["geometry_msgs/msg/Quaternion"](x=float(qx), y=float(qy), z=float(qz), w=float(qw)),

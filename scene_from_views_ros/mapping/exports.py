@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry.ply import write_ply
-from ..geometry.sim3 import quaternion_to_rotation, rotation_to_quaternion
+from ..geometry.sim3 import pose_to_translation_quaternion, quaternion_to_rotation
 from .global_map import GlobalMap
 
 
@@ -23,11 +23,10 @@ def write_tum(path: str | Path, stamps_ns: list[int], poses: list[np.ndarray]) -
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# timestamp tx ty tz qx qy qz qw"]
     if poses:
-        stacked = np.stack([np.asarray(pose, np.float64) for pose in poses])
-        quaternions = rotation_to_quaternion(stacked[:, :3, :3])
-        for stamp, pose, quaternion in zip(stamps_ns, stacked, quaternions):
+        translations, quaternions = pose_to_translation_quaternion(np.stack(poses))
+        for stamp, translation, quaternion in zip(stamps_ns, translations, quaternions):
             seconds, nanoseconds = divmod(int(stamp), 1_000_000_000)
-            values = " ".join(f"{value:.9g}" for value in (*pose[:3, 3], *quaternion))
+            values = " ".join(f"{value:.9g}" for value in (*translation, *quaternion))
             lines.append(f"{seconds}.{nanoseconds:09d} {values}")
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -127,7 +127,8 @@ class GlobalMap:
                 self._voxels.add(points, colors, weights)
 
     def cloud(self) -> PointCloud:
-        """Snapshot of the map cloud (float32 points in the map frame, uint8 RGB)."""
+        """Snapshot of the map cloud (float32 points in the map frame, uint8 RGB): read-only
+        arrays that later windows do not change, handed out without a copy."""
         with self._lock:
             return PointCloud(self._voxels.points(), self._voxels.colors())
 

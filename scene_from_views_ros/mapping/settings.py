@@ -20,9 +20,11 @@ Both read the same flat parameter names (what ``ros2 param`` shows and what
 ``map_frame`` ...           the TF frame names (`FrameNames`)
 ==========================  ===============================================================
 
-Any other name (image topics, QoS, publish.*, ...) is kept in `MappingSettings.other` for the
-node, so one YAML file serves both programs; a misspelt name inside the keyframe, window,
-chain and map groups is an error that lists the valid names.  No rclpy here.
+Defaults are the config dataclasses' (`default_parameters`), descriptions and ranges are in
+`PARAMETER_SPECS`; the node declares its ROS parameters from these.  Any other name (image
+topics, QoS, publish.*, ...) is kept in `MappingSettings.other` for the node, so one YAML file
+serves both programs; a misspelt name inside the keyframe, window, chain and map groups is an
+error that lists the valid names.  No rclpy here.
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ from typing import Any
 
 import yaml
 
-from ..core.errors import SceneFromViewsError
+from ..core.errors import ModelNotImplementedError, SceneFromViewsError
+from ..core.factory import implemented_types, model_class, scene_from_views_factory
 from ..core.types import SceneFromViewsType
 from .chaining import ChainConfig
 from .global_map import MapConfig
@@ -45,6 +48,7 @@ from .windows import WindowConfig
 DEFAULT_NODE_NAME = "scene_from_views"
 DEFAULT_OUTPUT_DIR = "sfv_map"
 OUTPUT_DIR_PARAMETER = "map.output_dir"
+OPTIMIZER_TYPE = "optimizer.type"
 _GROUPS: dict[str, type] = {"keyframe": KeyframeConfig, "window": WindowConfig, "chain": ChainConfig, "map": MapConfig}
 # Parameter names that differ from "<group>.<field>" (the window group drops the repetition).
 _RENAMED = {("window", "window_size"): "window.size", ("window", "window_overlap"): "window.overlap"}
@@ -95,8 +99,6 @@ class MappingSettings:
 
     def build_model(self) -> Any:
         """The model, via the factory (unknown kwargs and missing weights raise its clear errors)."""
-        from ..core.factory import scene_from_views_factory
-
         return scene_from_views_factory(self.model_type, device=self.device, **self.model_kwargs)
 
     def build_optimizer(self) -> Any:
@@ -110,12 +112,71 @@ class MappingSettings:
 
 def default_parameters() -> dict[str, Any]:
     """Every shared parameter name with its default value (the node declares these too)."""
-    params: dict[str, Any] = {"model_type": SceneFromViewsType.VGGT.value, "device": "", "optimizer.type": ""}
+    params: dict[str, Any] = {"model_type": SceneFromViewsType.VGGT.value, "device": "", OPTIMIZER_TYPE: ""}
     configs = {group: cls() for group, cls in _GROUPS.items()}
     params.update({name: getattr(configs[group], attr) for name, (group, attr) in MAPPER_PARAMETERS.items()})
     params[OUTPUT_DIR_PARAMETER] = DEFAULT_OUTPUT_DIR
     params.update(dataclasses.asdict(FrameNames()))
     return params
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: its default, what it does, and its valid values ((min, max) for numbers,
+    `choices` for strings).  Shared parameters take their default from the code
+    (`default_parameters`); the node declares each with a ROS descriptor made from this."""
+
+    name: str
+    default: Any
+    description: str
+    value_range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+
+
+def _spec(name: str, description: str, value_range: tuple[float, float] | None = None,
+          choices: tuple[str, ...] | None = None) -> ParamSpec:
+    return ParamSpec(name, _DEFAULTS[name], description, value_range, choices)
+
+
+_DEFAULTS = default_parameters()
+# Every shared parameter (the test suite checks that none is missing).
+PARAMETER_SPECS: tuple[ParamSpec, ...] = (
+    _spec("model_type", "Reconstruction model family (restart to change).",
+          choices=tuple(t.value for t in implemented_types())),
+    _spec("device", "Torch device for the model: '' picks cuda when available, else cpu; "
+          "e.g. 'cpu', 'cuda', 'cuda:1'. A change rebuilds the model between windows."),
+    _spec(OPTIMIZER_TYPE, "Scene optimizer run on each window ('' = none); its settings are "
+          "optimizer.<kwarg> parameters."),
+    _spec("map_frame", "Frame of the map (the first keyframe's optical frame)."),
+    _spec("camera_frame", "TF frame of the newest keyframe's camera (optical axes)."),
+    _spec("keyframe_frame_prefix", "TF frame of keyframe <id> is <prefix><id>."),
+    _spec("keyframe.min_interval_s", "Per camera, minimum time between keyframes (stamps).", (0.0, 3600.0)),
+    _spec("keyframe.min_change", "Minimum mean absolute grey difference (0-1) of a frame's thumbnail to "
+          "the last keyframe's; 0 accepts every frame.", (0.0, 1.0)),
+    _spec("keyframe.max_rate_hz", "Cap on keyframes per second over all cameras (0 = none).", (0.0, 1000.0)),
+    _spec("keyframe.thumbnail_width", "Width in pixels of the grey thumbnail the change is measured on.", (4, 1024)),
+    _spec("window.size", "Keyframes per reconstruction window.", (2, 512)),
+    _spec("window.overlap", "Keyframes shared by consecutive windows (1 .. window.size - 1).", (1, 511)),
+    _spec("window.period_s", "Also reconstruct a partial window when its newest keyframe is this many "
+          "seconds newer than the last window's (0 = full windows only).", (0.0, 3600.0)),
+    _spec("chain.metric", "Chain windows with SE(3) instead of Sim(3) (always on for metric models)."),
+    _spec("chain.max_correspondences", "Overlap pixels sampled to place a window.", (3, 10_000_000)),
+    _spec("chain.drop_percentile", "Drop sampled pixels under this confidence percentile (0-100).", (0.0, 99.0)),
+    _spec("chain.inlier_threshold", "RANSAC inlier distance relative to the point's distance from the camera.",
+          (1e-6, 10.0)),
+    _spec("chain.min_correspondences", "Fewer valid correspondences reject the window.", (3, 10_000_000)),
+    _spec("chain.min_inlier_ratio", "A lower inlier ratio rejects the window.", (0.0, 1.0)),
+    _spec("chain.seed", "Seed of pixel sampling and RANSAC (reproducible maps).", (0, 2**31 - 1)),
+    _spec("map.voxel_size", "Initial voxel edge of the map in map units (grows to respect map.max_points).",
+          (1e-6, 100.0)),
+    _spec("map.max_points", "Upper bound on map points.", (1, 1_000_000_000)),
+    _spec("map.min_confidence", "Absolute confidence below which a pixel is neither mapped nor in the window "
+          "cloud (model scale: VGGT's is >= 1).", (0.0, 1e9)),
+    _spec("map.drop_percentile", "Also leave out the lowest this-percentile of each window's confidences "
+          "from the map.", (0.0, 99.0)),
+    _spec("map.pixel_stride", "Map every n-th pixel in both directions.", (1, 64)),
+    _spec(OUTPUT_DIR_PARAMETER, "Folder that ~/save_map writes map.ply and map_trajectory.tum into."),
+)
 
 
 def flatten_parameters(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -215,7 +276,7 @@ def settings_from_parameters(params: Mapping[str, Any]) -> MappingSettings:
     params = dict(params)
     model_type = SceneFromViewsType(str(params.pop("model_type", SceneFromViewsType.VGGT.value)))
     device = str(params.pop("device", "") or "").strip()
-    optimizer_type = str(params.pop("optimizer.type", "") or "").strip() or None
+    optimizer_type = str(params.pop(OPTIMIZER_TYPE, "") or "").strip() or None
     model_kwargs, optimizer_kwargs = _kwargs(params, "model"), _kwargs(params, "optimizer")
     if optimizer_kwargs and optimizer_type is None:
         names = ", ".join(f"optimizer.{name}" for name in optimizer_kwargs)
@@ -254,9 +315,6 @@ def settings_from_parameters(params: Mapping[str, Any]) -> MappingSettings:
 def _model_is_metric(model_type: SceneFromViewsType) -> bool:
     """Whether the model predicts metres (chaining then fits SE(3)); False if not implemented
     (building such a model fails later with the factory's clear error)."""
-    from ..core.errors import ModelNotImplementedError
-    from ..core.factory import model_class
-
     try:
         return bool(model_class(model_type).is_metric)
     except ModelNotImplementedError:

@@ -42,24 +42,21 @@ from tf2_msgs.msg import TFMessage
 
 from ..core.errors import InvalidImageError, SceneFromViewsError
 from ..core.result import PointCloud
+from ..io.messages import UnsupportedEncodingError, camera_info_intrinsics, compressed_to_rgb, image_to_rgb, masked_depth, stamp_to_ns
 from ..mapping.chaining import WindowInMap
 from ..mapping.global_map import KeyframePose
 from ..mapping.keyframes import Frame
 from ..mapping.mapper import SlidingWindowMapper
+from ..mapping.settings import DEFAULT_NODE_NAME
 from ..mapping.windows import Window
 from .conversions import (
-    UnsupportedEncodingError,
-    camera_info_to_intrinsics,
-    compressed_msg_to_rgb,
     diagnostic_array,
     float_image_msg,
-    image_msg_to_rgb,
     intrinsics_to_camera_info,
     make_pointcloud2,
     make_pointcloud2_from_views,
     poses_to_path,
     poses_to_transforms,
-    stamp_to_ns,
 )
 from .params import (
     MODEL_PREFIX,
@@ -73,8 +70,6 @@ from .params import (
     read_settings,
 )
 from .qos import DIAGNOSTICS_QOS, MAP_CLOUD_QOS, TF_QOS, WINDOW_QOS, image_qos
-
-DEFAULT_NODE_NAME = "scene_from_views"
 
 
 # ---------------------------------------------------------------- window -> messages
@@ -96,10 +91,6 @@ def window_cloud_masks(window: WindowInMap, min_confidence: float, stride: int) 
         np.isfinite(points[::stride, ::stride, 2]) & (confidence[::stride, ::stride] >= min_confidence)
         for points, confidence in zip(window.points, window.confidences)
     ]
-
-
-def keyframe_frame(prefix: str, keyframe_id: int) -> str:
-    return f"{prefix}{keyframe_id}"
 
 
 class PathCache:
@@ -134,24 +125,23 @@ def build_window_messages(
     """Turn a placed window and the trajectory into messages (vectorised: the 1.6M points of
     8 views at 518x392 are written straight into the message buffer, see bench/bench_publish.py)."""
     stamp_ns = window_stamp_ns(window)
-    min_confidence, stride = settings.mapper.map.min_confidence, settings.window_cloud_stride
+    min_confidence, stride, names = settings.mapper.map.min_confidence, settings.window_cloud_stride, settings.frames
     window_cloud = make_pointcloud2_from_views(
         [points[::stride, ::stride] for points in window.points], [image[::stride, ::stride] for image in window.images],
-        window_cloud_masks(window, min_confidence, stride), stamp_ns, settings.map_frame,
+        window_cloud_masks(window, min_confidence, stride), stamp_ns, names.map_frame,
     )
-    frames = [keyframe_frame(settings.keyframe_frame_prefix, kf.keyframe_id) for kf in window.keyframes]
+    frames = [names.keyframe_frame(kf.keyframe_id) for kf in window.keyframes]
     depths, confidences, camera_infos = [], [], []
     if settings.publish_depth:
         for view, keyframe in enumerate(window.keyframes):
             depth, confidence = window.depths[view], window.confidences[view]
-            invalid = ~(np.isfinite(depth) & (depth > 0) & (confidence >= min_confidence))
-            depths.append(float_image_msg(np.where(invalid, np.float32(np.nan), depth), keyframe.stamp_ns, frames[view]))
+            depths.append(float_image_msg(masked_depth(depth, confidence >= min_confidence), keyframe.stamp_ns, frames[view]))
             confidences.append(float_image_msg(confidence, keyframe.stamp_ns, frames[view]))
             height, width = depth.shape
             camera_infos.append(intrinsics_to_camera_info(window.intrinsics[view], width, height, keyframe.stamp_ns, frames[view]))
     newest = int(np.argmax([keyframe.stamp_ns for keyframe in window.keyframes]))
     transforms = poses_to_transforms(
-        [*window.poses, window.poses[newest]], settings.map_frame, [*frames, settings.camera_frame],
+        [*window.poses, window.poses[newest]], names.map_frame, [*frames, names.camera_frame],
         [*(kf.stamp_ns for kf in window.keyframes), window.keyframes[newest].stamp_ns],
     )
     return WindowMessages(
@@ -160,7 +150,7 @@ def build_window_messages(
         confidences=confidences,
         camera_infos=camera_infos,
         transforms=TFMessage(transforms=transforms),
-        path=path_cache.path(trajectory, settings.map_frame, stamp_ns),
+        path=path_cache.path(trajectory, names.map_frame, stamp_ns),
     )
 
 
@@ -187,7 +177,7 @@ class OutputPublishers:
         """Build and publish everything one placed window changes, the map included."""
         messages = build_window_messages(window, trajectory, settings, self.path_cache)
         cloud = map_snapshot()
-        self.publish(messages, make_pointcloud2(cloud.points, cloud.colors, window_stamp_ns(window), settings.map_frame))
+        self.publish(messages, make_pointcloud2(cloud.points, cloud.colors, window_stamp_ns(window), settings.frames.map_frame))
 
     def publish(self, messages: WindowMessages, map_cloud: PointCloud2) -> None:
         """Publish a window's messages and the map cloud."""
@@ -287,7 +277,7 @@ class SceneFromViewsNode(Node):
         with self._counts_lock:
             self._received[topic] += 1
         try:
-            rgb = compressed_msg_to_rgb(msg) if compressed else image_msg_to_rgb(msg)
+            rgb = compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
             if rgb.shape[0] < 2 or rgb.shape[1] < 2:
                 raise InvalidImageError(f"image of {rgb.shape[1]}x{rgb.shape[0]} pixels is too small to map")
         except InvalidImageError as error:
@@ -315,12 +305,7 @@ class SceneFromViewsNode(Node):
     def _intrinsics(self, topic: str, width: int, height: int) -> np.ndarray | None:
         """The camera's K in this image's pixels (scaled if CameraInfo is of another size)."""
         info = self._camera_info.get(topic)
-        if info is None or not info.width or not info.height:
-            return None
-        k = camera_info_to_intrinsics(info).copy()
-        k[0] *= width / info.width
-        k[1] *= height / info.height
-        return k
+        return None if info is None else camera_info_intrinsics(info, width, height)
 
     # ---- window outputs ----------------------------------------------------------------
     def _on_window(self, window: WindowInMap) -> None:
@@ -342,7 +327,7 @@ class SceneFromViewsNode(Node):
     def _on_reset(self, _: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._publish_lock:
             self.mapper.reset()
-            self.outputs.publish_empty_map(self._settings.map_frame, self.get_clock().now().nanoseconds)
+            self.outputs.publish_empty_map(self._settings.frames.map_frame, self.get_clock().now().nanoseconds)
         self.get_logger().info("map reset")
         response.success, response.message = True, "map, trajectory and pending keyframes cleared"
         return response
@@ -395,7 +380,7 @@ class SceneFromViewsNode(Node):
             "last_error": stats.last_error,
         }
         self.diagnostics_pub.publish(diagnostic_array(
-            f"{self.get_name()}: mapping", self._settings.model_type, "warn" if problems else "ok",
+            f"{self.get_name()}: mapping", self._settings.model_type.value, "warn" if problems else "ok",
             "; ".join(problems) or "mapping", values, self.get_clock().now().nanoseconds,
         ))
 
@@ -420,21 +405,13 @@ class SceneFromViewsNode(Node):
             self.mapper.set_reconstructor(backend.model, **backend.reconstruct_kwargs)
             self._backend = backend
             self.get_logger().info("model rebuilt with the new parameters; used from the next window (map kept)")
-        self._apply_mapping_settings(settings)
+        self.mapper.update_config(settings.mapper)  # keyframe, chaining and map filters; the map is kept
         self._settings = settings
         return SetParametersResult(successful=True)
 
     def _reject_parameters(self, reason: str) -> SetParametersResult:
         self.get_logger().warning(f"parameter change rejected, keeping the current settings: {reason}")
         return SetParametersResult(successful=False, reason=reason)
-
-    def _apply_mapping_settings(self, settings: NodeSettings) -> None:
-        """Keyframe, chaining and map-filter settings take effect at the next frame/window.
-        (Window layout, voxel size and point cap are read-only parameters.)"""
-        config = settings.mapper
-        self.mapper.selector.config = config.keyframe
-        self.mapper.map.config = config.map
-        self.mapper.config = config
 
 
 def main(args: list[str] | None = None) -> int:
