@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 
@@ -36,14 +37,14 @@ def invert_sim3(transform: np.ndarray) -> np.ndarray:
 
 
 def apply_sim3(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Transform points of shape (..., 3), keeping their dtype."""
-    transform = np.asarray(transform)
-    linear = np.array(transform[:3, :3], dtype=points.dtype)
-    # A broadcast matmul, not a 2D dot: the dot goes to multithreaded BLAS, which is ~30x
-    # slower for this thin product whenever the cores are busy with other work.
-    moved = points @ linear.T
-    moved += transform[:3, 3].astype(points.dtype, copy=False)
-    return moved
+    """Transform points of shape (..., 3), keeping their dtype (float32 or float64)."""
+    points = np.asarray(points)
+    if points.size == 0:
+        return points.copy()
+    # cv2.transform is a SIMD kernel: ~10x faster than a numpy matmul on 1.6M points, and
+    # single-threaded, so it does not stall when the other cores are busy.
+    matrix = np.asarray(transform, dtype=np.float64)[:3, :4]
+    return cv2.transform(points.reshape(-1, 1, 3), matrix).reshape(points.shape)
 
 
 def transform_pose(transform: np.ndarray, camera_to_world: np.ndarray) -> np.ndarray:
