@@ -70,6 +70,7 @@ def test_chunked_heads_equal_unchunked(tiny_network: VGGT) -> None:
 
 
 @pytest.mark.parametrize("mode", ["crop", "pad"])
+@pytest.mark.usefixtures("shared_data")
 def test_preprocessing_equals_reference_loader(mode: str) -> None:
     case = json.loads((FIXTURE / "preprocess_reference.json").read_text())[mode]
     processed = preprocess_vggt_images(load_images(_paths(case["images"])), mode=mode, target_size=518)
@@ -79,6 +80,7 @@ def test_preprocessing_equals_reference_loader(mode: str) -> None:
     assert torch.equal(processed.images, torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255)
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_pad_mode_geometry_and_valid_mask() -> None:
     image = load_images(_paths(["notredame/1.jpeg"]))[0]  # 192 x 262 (w x h), portrait
     processed = preprocess_vggt_images([image], mode="pad", target_size=518)
@@ -90,6 +92,7 @@ def test_pad_mode_geometry_and_valid_mask() -> None:
     assert processed.valid[0][:, 70:448].all() and not processed.valid[0][:, :70].any()
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_reconstruct_pointmap_result(tiny_model: SceneFromViewsVggt) -> None:
     names = ["notredame/1.jpeg", "notredame/3.jpeg", "trevi/2.jpeg"]
     result = tiny_model.reconstruct(_paths(names), target_size=140, conf_thres=50.0)
@@ -110,6 +113,7 @@ def test_reconstruct_pointmap_result(tiny_model: SceneFromViewsVggt) -> None:
     np.testing.assert_allclose(result.extras["intrinsics_original"][0][0, 0], result.intrinsics[0][0, 0] / sx)
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_reconstruct_depthmap_unprojects_depth(tiny_model: SceneFromViewsVggt) -> None:
     images = load_images(_paths(["notredame/2.jpeg", "chateau/Chateau2.png"]))
     result = tiny_model.reconstruct(images, rgb=True, target_size=140, prediction_mode="depthmap", conf_thres=0.0)
@@ -119,6 +123,7 @@ def test_reconstruct_depthmap_unprojects_depth(tiny_model: SceneFromViewsVggt) -
     assert len(result.global_point_cloud) == 2 * 140 * 140  # conf_thres 0, no padding: every pixel
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_background_masks_drop_white_padding(tiny_model: SceneFromViewsVggt) -> None:
     images = load_images(_paths(["notredame/3.jpeg"]))  # landscape: crop mode gives 140 x 84, no padding
     plain = tiny_model.reconstruct(images, rgb=True, target_size=140, conf_thres=0.0)

@@ -13,7 +13,6 @@ from scene_from_views_ros import load_images, scene_from_views_factory
 from scene_from_views_ros.models.vggt_robust import SceneFromViewsVggtRobust
 
 FIXTURE = Path(__file__).parent / "fixtures" / "vggt_tiny"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NAMES = ["notredame/1.jpeg", "notredame/2.jpeg", "trevi/1.jpeg", "notredame/4.jpeg", "trevi/5.jpeg"]
 
 
@@ -25,8 +24,8 @@ def model() -> SceneFromViewsVggtRobust:
 
 
 @pytest.fixture(scope="module")
-def processed(model: SceneFromViewsVggtRobust):
-    return model.preprocess_images(load_images([str(DATA / n) for n in NAMES]), target_size=140)
+def processed(model: SceneFromViewsVggtRobust, shared_data: Path):
+    return model.preprocess_images(load_images([str(shared_data / n) for n in NAMES]), target_size=140)
 
 
 def _robust_vggt_scores(q, k, tokens, patch_start, image_hw, patch):
@@ -61,8 +60,8 @@ def test_scores_with_flags_off_follow_robust_vggt(model, processed) -> None:
     assert scores.rejected == [i for i in range(1, len(NAMES)) if expected[i] < 0.4]
 
 
-def test_rejected_views_are_dropped_and_survivors_reconstructed(model, processed) -> None:
-    images = load_images([str(DATA / n) for n in NAMES])
+def test_rejected_views_are_dropped_and_survivors_reconstructed(model, processed, shared_data) -> None:
+    images = load_images([str(shared_data / n) for n in NAMES])
     result = model.reconstruct(images, rgb=True, target_size=140, rej_thresh=0.95, conf_thres=0.0)
     scores = model.infer(processed, rej_thresh=0.95)["scores"]
     assert result.rejected_indices == scores.rejected and len(scores.rejected) > 0
