@@ -168,3 +168,18 @@ def test_bad_inputs(tiny_model: SceneFromViewsVggt, tmp_path: Path) -> None:
     save_file({"downstream_head1.dpt.head.0.weight": torch.zeros(4, 4), "enc_blocks.0.attn.qkv.weight": torch.zeros(12, 4)}, str(other))
     with pytest.raises(CheckpointMismatchError, match="missing keys"):
         SceneFromViewsVggt(checkpoint=other, config=FIXTURE / "config.json", device="cpu")
+
+
+def test_reduced_precision_only_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scene_from_views_ros.models.vggt import autocast_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda:0")
+    assert all(autocast_dtype(cpu, dtype) is None for dtype in ("auto", "bfloat16", "float16", "float32"))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert autocast_dtype(cuda, "auto") is torch.bfloat16
+    assert autocast_dtype(cuda, "float16") is torch.float16
+    assert autocast_dtype(cuda, "float32") is None
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert autocast_dtype(cuda, "auto") is torch.float16
+    with pytest.raises(ValueError, match="dtype must be auto, float32, bfloat16 or float16"):
+        autocast_dtype(cpu, "int8")
