@@ -371,19 +371,28 @@ def test_failed_window_is_counted_and_the_map_stays_connected(short_sequence) ->
     assert max(kf.window_index for kf in trajectory) == stats.windows_done + stats.windows_failed - 1
 
 
-def test_threaded_mapper_keeps_memory_bounded_when_inference_is_slow(short_sequence) -> None:
-    backend = SyntheticWindowBackend(short_sequence)
+def gated_backend(sequence):
+    """A synthetic backend that blocks in each window until `release` is set; `entered` says
+    a window is being reconstructed.  Returns (backend, entered, release)."""
+    backend = SyntheticWindowBackend(sequence)
     entered, release = threading.Event(), threading.Event()
 
-    def slow(keyframes):
+    def gated(keyframes):
         entered.set()
         release.wait(5.0)
         return backend.reconstruct([kf.image for kf in keyframes])
 
+    return gated, entered, release
+
+
+THREADED_CONFIG = MapperConfig(keyframe=KeyframeConfig(min_change=0.0), window=WindowConfig(window_size=4, window_overlap=1))
+
+
+def test_threaded_mapper_keeps_memory_bounded_when_inference_is_slow(short_sequence) -> None:
+    slow, entered, release = gated_backend(short_sequence)
     placed = []
-    config = MapperConfig(keyframe=KeyframeConfig(min_change=0.0), window=WindowConfig(window_size=4, window_overlap=1))
     frames = list(short_sequence.frames())
-    with SlidingWindowMapper(slow, config, threaded=True, on_window=placed.append) as mapper:
+    with SlidingWindowMapper(slow, THREADED_CONFIG, threaded=True, on_window=placed.append) as mapper:
         for frame in frames[:4]:
             mapper.add_frame(frame)
         assert entered.wait(5.0)  # the first window is now being reconstructed
@@ -403,17 +412,9 @@ def test_threaded_mapper_keeps_memory_bounded_when_inference_is_slow(short_seque
 
 
 def test_reset_discards_the_window_in_flight(short_sequence) -> None:
-    backend = SyntheticWindowBackend(short_sequence)
-    entered, release = threading.Event(), threading.Event()
-
-    def blocking(keyframes):
-        entered.set()
-        release.wait(5.0)
-        return backend.reconstruct([kf.image for kf in keyframes])
-
+    blocking, entered, release = gated_backend(short_sequence)
     placed = []
-    config = MapperConfig(keyframe=KeyframeConfig(min_change=0.0), window=WindowConfig(window_size=4, window_overlap=1))
-    with SlidingWindowMapper(blocking, config, threaded=True, on_window=placed.append) as mapper:
+    with SlidingWindowMapper(blocking, THREADED_CONFIG, threaded=True, on_window=placed.append) as mapper:
         for frame in list(short_sequence.frames())[:4]:
             mapper.add_frame(frame)
         assert entered.wait(5.0)

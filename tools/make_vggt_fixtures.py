@@ -156,13 +156,22 @@ def query_points_for(height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float32))
 
 
-def run_parity(cfg: VggtConfig, images_u8: np.ndarray, seed: int, weights_path: Path) -> tuple[dict, dict, dict]:
+def run_parity(
+    cfg: VggtConfig, images_u8: np.ndarray, seed: int, weights_path: Path, storage: torch.dtype = torch.float32
+) -> tuple[dict, dict, dict]:
+    """`storage`: dtype of the saved weights; the reference runs (in fp32) on exactly the
+    stored values, so a float16 fixture halves its size without loosening parity."""
     torch.manual_seed(seed)
     ref = build_reference(cfg).eval()
     perturb_(ref, seed)
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(weights_path))
+    with torch.no_grad():
+        for tensor in ref.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(storage))
+    save_file({k: v.to(storage).contiguous() if v.is_floating_point() else v.contiguous()
+               for k, v in ref.state_dict().items()}, str(weights_path))
     ours = VGGT(cfg).eval()
     load_checkpoint_into(ours, weights_path)
     images = torch.from_numpy(images_u8).permute(0, 3, 1, 2).float().div(255)
@@ -179,7 +188,7 @@ def run_parity(cfg: VggtConfig, images_u8: np.ndarray, seed: int, weights_path: 
 def make_tiny(seed: int) -> None:
     FIXTURES.mkdir(parents=True, exist_ok=True)
     images = load_inputs(TINY_IMAGES, TINY_TARGET)
-    report, ref_out, _ = run_parity(TINY_CONFIG, images, seed, FIXTURES / "weights.safetensors")
+    report, ref_out, _ = run_parity(TINY_CONFIG, images, seed, FIXTURES / "weights.safetensors", storage=torch.float16)
     np.save(FIXTURES / "images.npy", images)
     np.savez_compressed(FIXTURES / "reference_outputs.npz", query_points=query_points_for(*images.shape[1:3]).numpy(), **ref_out)
     meta = {"config": TINY_CONFIG.to_dict(), "seed": seed, "images": list(TINY_IMAGES), "target_size": TINY_TARGET,
