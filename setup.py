@@ -14,6 +14,7 @@ setup(
         (f"share/{PACKAGE_NAME}", ["package.xml"]),
         (f"share/{PACKAGE_NAME}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE_NAME}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE_NAME}/config/models", glob("config/models/*.yaml")),
     ],
     python_requires=">=3.10",
     install_requires=[

@@ -56,9 +56,9 @@ BASELINE_SCENARIO = "depth noise 1% + 10% outliers"
 def mapper_config(metric: bool = False) -> MapperConfig:
     return MapperConfig(
         keyframe=KeyframeConfig(min_change=0.03),
-        window=WindowConfig(window_size=8, window_overlap=2),
+        window=WindowConfig(size=8, overlap=2),
         chain=ChainConfig(metric=metric),
-        map=MapConfig(voxel_size=0.01, max_points=1_000_000),
+        map=MapConfig(voxel_size=0.01, max_points=1_000_000, drop_percentile=25.0),  # the synthetic backend gives no masks
     )
 
 

@@ -4,7 +4,9 @@
         image_topic:=/camera/color/image_raw model_type:=vggt use_rviz:=true
 
 Arguments: model_type, image_topic (the one camera topic mapped: image_topics becomes
-[image_topic]), params_file (default: the package's config/scene_from_views.yaml), use_rviz.
+[image_topic]), params_file (default: the package's config/scene_from_views.yaml, the
+parameters every model shares), model_params_file (default: config/models/<model_type>.yaml,
+that model's model.* parameters; loaded after params_file), use_rviz.
 """
 import os
 
@@ -12,7 +14,7 @@ from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 
 PACKAGE = "scene_from_views_ros"
@@ -26,7 +28,12 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
                               description="Camera topic to map from (end it in /compressed for CompressedImage)."),
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "scene_from_views.yaml"),
-                              description="YAML file with the node's parameters."),
+                              description="YAML file with the parameters every model shares."),
+        DeclareLaunchArgument(
+            "model_params_file",
+            default_value=PathJoinSubstitution([share, "config", "models", [LaunchConfiguration("model_type"), ".yaml"]]),
+            description="YAML file with the model's own model.* parameters (default: the one of model_type).",
+        ),
         DeclareLaunchArgument("use_rviz", default_value="true", description="Start RViz with the mapping view."),
     ]
     mapper = Node(
@@ -36,6 +43,7 @@ def generate_launch_description() -> LaunchDescription:
         output="screen",
         parameters=[
             LaunchConfiguration("params_file"),
+            LaunchConfiguration("model_params_file"),
             # A list of lists of substitutions is a string array (a flat list would be one string).
             {"model_type": LaunchConfiguration("model_type"), "image_topics": [[LaunchConfiguration("image_topic")]]},
         ],

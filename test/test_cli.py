@@ -25,8 +25,8 @@ from scene_from_views_ros.mapping.synthetic import make_sequence
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "test" / "fixtures" / "vggt_tiny"
 # One torch thread: several small matrix products per window run fastest unthreaded on 2 busy cores.
-TINY_MODEL = ["--checkpoint", TINY / "weights.safetensors", "--model-config", TINY / "config.json",
-              "--target-size", "56", "--device", "cpu", "--threads", "1"]
+TINY_MODEL = ["--checkpoint", TINY / "weights.safetensors", "--model-arg", f"config={TINY / 'config.json'}",
+              "-p", "model.target_size=56", "--device", "cpu", "--threads", "1"]
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: object, quiet: bool = True) -> tuple[int, str, str]:
@@ -167,7 +167,7 @@ def test_parameter_file_in_node_format_is_used(tmp_path: Path, capsys: pytest.Ca
     params = tmp_path / "params.yaml"
     params.write_text(
         "scene_from_views:\n  ros__parameters:\n"
-        "    model_type: vggt\n    image_topics: [/camera/image_raw]\n    qos: sensor_data\n"
+        "    model_type: vggt\n    image_topics: [/camera/image_raw]\n    image_qos: reliable\n"
         f"    model:\n      checkpoint: {TINY / 'weights.safetensors'}\n      config: {TINY / 'config.json'}\n      target_size: 70\n"
         "    keyframe.min_change: 0.0\n    window:\n      size: 3\n      overlap: 1\n"
         "    map.voxel_size: 0.02\n"
@@ -175,7 +175,7 @@ def test_parameter_file_in_node_format_is_used(tmp_path: Path, capsys: pytest.Ca
     out = tmp_path / "out"
     code, _, err = run_cli(capsys, folder, "--params-file", params, "--out", out, "--threads", "1", quiet=False)
     assert code == 0
-    assert "node-only parameters not used offline: image_topics, qos" in err
+    assert "node-only parameters not used offline: image_qos, image_topics" in err
     assert "frames:" in err and "windows:" in err  # the progress bars
     summary = summary_of(out)
     assert (summary["keyframes"], summary["windows"] + summary["windows_failed"]) == (7, 3)  # 0-2, 2-4, 4-6
@@ -204,7 +204,7 @@ def test_one_shot_with_an_optimizer_passes_the_factory_error(tmp_path: Path, cap
     code, _, err = run_cli(capsys, folder, "--one-shot", "--optimizer", "dense_scene_optimizer", "--out", tmp_path / "out", *TINY_MODEL)
     assert code == 2 and "optimizer 'dense_scene_optimizer' is not implemented in this release" in err
     code, _, err = run_cli(capsys, folder, "--one-shot", "--optimizer", "magic", "--out", tmp_path / "out", *TINY_MODEL)
-    assert code == 2 and "unknown optimizer 'magic'" in err
+    assert code == 2 and "optimizer.type='magic' is not allowed: expected one of '', dense_scene_optimizer" in err
 
 
 def test_sample_sequence_with_the_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -237,7 +237,7 @@ def _error_inputs(tmp_path: Path) -> dict[str, list[object]]:
         "wrong_type": [bag, "--topic", "/chatter"],
         "empty_topic": [bag, "--topic", "/empty/image_raw"],
         "no_images": [no_images],
-        "weights": [bag, "--topic", "/cam/image_raw", "--checkpoint", tmp_path / "nowhere" / "model.safetensors", "--model-config", TINY / "config.json"],
+        "weights": [bag, "--topic", "/cam/image_raw", "--checkpoint", tmp_path / "nowhere" / "model.safetensors", "--model-arg", f"config={TINY / 'config.json'}"],
         "parameter": [bag, "-p", "window.sise=3"],
     }
 
@@ -251,7 +251,7 @@ def _error_inputs(tmp_path: Path) -> dict[str, list[object]]:
         ("empty_topic", r"topic /empty/image_raw in bag .* has no messages"),
         ("no_images", r"bag .*no_images has no image topic"),
         ("weights", r"checkpoint '.*nowhere/model\.safetensors' is neither an existing file or folder"),
-        ("parameter", r"unknown parameter window\.sise; valid: window\.size, window\.overlap"),
+        ("parameter", r"unknown parameter window\.sise \(did you mean window\.size\?\)"),
     ],
 )
 def test_errors_are_one_clear_message(

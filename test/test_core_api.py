@@ -1,6 +1,8 @@
 """The core API: model types, factory, keyword routing, image intake, device choice, results."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 import torch
@@ -15,25 +17,36 @@ from scene_from_views_ros.optimizers import (
     available_optimizers,
     scene_optimizer_factory,
 )
+from scene_from_views_ros.core.base import ModelOptions
+from scene_from_views_ros.core.options import BUILD, option
+
+
+@dataclass(frozen=True)
+class PlaneOptions(ModelOptions):
+    distance: float = option(2.0, "Distance of the plane.", low=0.1, high=10.0, stage=BUILD)
+    size: int = option(8, "Crop size.", low=1, high=64)
+    scale: float = option(1.0, "Depth scale.", low=0.0, high=10.0)
 
 
 class PlaneModel(SceneFromViewsBase):
     """A toy model for pipeline tests: every view sees a fronto-parallel plane at `distance`."""
 
     model_type = sfv.SceneFromViewsType.VGGT
+    options_class = PlaneOptions
 
-    def __init__(self, device=None, *, distance: float = 2.0, **call_defaults):
-        super().__init__(device, **call_defaults)
-        self.distance = distance
+    def __init__(self, device=None, **options):
+        super().__init__(device, **options)
+        self.distance = self.options.distance
 
-    def preprocess_images(self, images, *, size: int = 8):
+    def preprocess_images(self, images, **kwargs):
+        size = self.call_options(kwargs).size
         return [img[:size, :size] for img in images]
 
-    def infer(self, processed):
+    def infer(self, processed, **kwargs):
         return [np.full(img.shape[:2], self.distance, np.float32) for img in processed]
 
-    def postprocess_results(self, raw, images, processed, as_pointcloud=True, *, scale: float = 1.0):
-        depths = [d * scale for d in raw]
+    def postprocess_results(self, raw, images, processed, as_pointcloud=True, **kwargs):
+        depths = [d * self.call_options(kwargs).scale for d in raw]
         k = np.array([[4.0, 0, 4], [0, 4.0, 4], [0, 0, 1]])
         points = []
         for depth in depths:
@@ -71,7 +84,7 @@ def test_factory_rejects_unknown_kwargs_listing_valid_ones():
     with pytest.raises(sfv.UnknownKwargError) as caught:
         sfv.scene_from_views_factory("vggt", device="cpu", not_a_kwarg=1, checkpoint="x/y")
     message = str(caught.value)
-    assert "'not_a_kwarg'" in message and "checkpoint" in message and "conf_thres" in message
+    assert "unknown option model.not_a_kwarg" in message and "model.checkpoint" in message and "model.conf_thres" in message
 
 
 def test_factory_missing_weights_error_is_clear(monkeypatch, tmp_path):
@@ -95,18 +108,26 @@ def test_device_choice(monkeypatch):
         sfv.resolve_device("gpu-please")
 
 
-def test_kwargs_routed_to_stages_and_defaults_overridable():
+def test_options_reach_the_stages_and_defaults_are_overridable_per_call():
     model = PlaneModel(device="cpu", distance=3.0, scale=2.0)
-    assert PlaneModel.valid_kwargs() == ["distance", "scale", "size"]
+    assert PlaneModel.valid_kwargs() == ["distance", "size", "scale"]
+    assert (PlaneModel.construction_kwargs(), PlaneModel.call_kwargs()) == (["distance"], ["size", "scale"])
     images = [np.zeros((10, 12, 3), np.uint8) for _ in range(2)]
     result = model.reconstruct(images, size=6)
     assert result.depth_predictions[0].shape == (6, 6)
     assert np.allclose(result.depth_predictions[1], 6.0)  # construction default scale=2
     assert np.allclose(model.reconstruct(images, scale=0.5).depth_predictions[0], 1.5)
-    with pytest.raises(sfv.UnknownKwargError, match="'sclae'.*valid: scale, size"):
+    assert model.options.scale == 2.0  # a per-call value does not stick
+    with pytest.raises(sfv.UnknownKwargError, match=r"model\.sclae \(did you mean model\.scale\?\)"):
         model.reconstruct(images, sclae=1.0)
-    with pytest.raises(sfv.UnknownKwargError, match="'bogus'"):
+    with pytest.raises(sfv.UnknownKwargError, match="distance is a construction option of PlaneModel"):
+        model.reconstruct(images, distance=1.0)
+    with pytest.raises(sfv.InvalidOptionError, match=r"model\.scale=20\.0 is not allowed: expected a number in \[0, 10\]"):
+        model.reconstruct(images, scale=20.0)
+    with pytest.raises(sfv.UnknownKwargError, match="model.bogus"):
         PlaneModel(device="cpu", bogus=1)
+    tuned = model.with_call_options(size=4)
+    assert tuned.reconstruct(images).depth_predictions[0].shape == (4, 4) and tuned.options.distance == 3.0
 
 
 def test_images_bgr_by_default_rgb_switch_and_paths(tmp_path):

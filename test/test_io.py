@@ -1,4 +1,4 @@
-"""Offline inputs and outputs: frame sources, bag reading and writing, message payloads, settings."""
+"""Offline inputs and outputs: frame sources, bag reading and writing, message payloads."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,21 +16,9 @@ from scene_from_views_ros.io import ImageFilesSource, InputError, Selection, Vid
 from scene_from_views_ros.io.bag_reader import BagSource
 from scene_from_views_ros.io.bag_writer import bag_topics, write_map_bag
 from scene_from_views_ros.io.messages import compressed_to_rgb, image_to_rgb, pack_xyzrgb, unpack_xyzrgb
-from scene_from_views_ros.mapping.chaining import ChainConfig
-from scene_from_views_ros.mapping.global_map import KeyframePose, MapConfig
-from scene_from_views_ros.mapping.keyframes import KeyframeConfig
-from scene_from_views_ros.mapping.mapper import MapperConfig
-from scene_from_views_ros.mapping.settings import (
-    MAPPER_PARAMETERS,
-    PARAMETER_SPECS,
-    FrameNames,
-    SettingsError,
-    default_parameters,
-    load_parameter_file,
-    settings_from_parameters,
-)
+from scene_from_views_ros.mapping.global_map import KeyframePose
+from scene_from_views_ros.mapping.settings import FrameNames
 from scene_from_views_ros.mapping.synthetic import make_sequence
-from scene_from_views_ros.mapping.windows import WindowConfig
 
 TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 T = TYPESTORE.types
@@ -362,123 +350,3 @@ def test_written_map_bag_reads_back_with_types_and_stamps(tmp_path: Path) -> Non
     assert cloud_time == min(stamps) and cloud_msg.header.frame_id == "world" and cloud_msg.width == 4
     assert [f.name for f in cloud_msg.fields] == ["x", "y", "z", "rgb"] and cloud_msg.point_step == 16
     np.testing.assert_array_equal(unpack_xyzrgb(cloud_msg.data)[0], cloud.points)
-
-
-# ---------------------------------------------------------------------------- settings
-NODE_YAML = """\
-/**:
-  ros__parameters:
-    device: cpu
-    window.size: 5
-scene_from_views:
-  ros__parameters:
-    model_type: vggt
-    image_topics: ["/camera/image_raw"]
-    map_frame: odom
-    model:
-      checkpoint: ""
-      target_size: 140
-      conf_thres: 20
-    optimizer:
-      type: ""
-    keyframe:
-      min_change: 0.1
-      min_interval_s: 1
-    window.overlap: 3
-    map:
-      voxel_size: 0.05
-      output_dir: /tmp/maps
-other_node:
-  ros__parameters:
-    window.size: 99
-"""
-
-
-def test_parameter_file_in_the_node_format(tmp_path: Path) -> None:
-    path = tmp_path / "params.yaml"
-    path.write_text(NODE_YAML)
-    params = load_parameter_file(path)
-    assert params["window.size"] == 5 and params["window.overlap"] == 3
-    assert params["model.target_size"] == 140 and params["keyframe.min_change"] == 0.1
-    settings = settings_from_parameters(params)
-    assert settings.device == "cpu" and settings.model_type.value == "vggt"
-    assert settings.model_kwargs == {"target_size": 140, "conf_thres": 20}  # "" means the model's default
-    assert settings.optimizer_type is None and settings.optimizer_kwargs == {}
-    assert settings.mapper.window.window_size == 5 and settings.mapper.window.window_overlap == 3
-    assert settings.mapper.keyframe.min_interval_s == 1.0 and isinstance(settings.mapper.keyframe.min_interval_s, float)
-    assert settings.mapper.map.voxel_size == 0.05 and settings.output_dir == "/tmp/maps"
-    assert settings.mapper.chain.metric is False  # VGGT is not metric
-    assert settings.frames.map_frame == "odom" and settings.frames.camera_frame == "sfv_camera"
-    assert settings.other == {"image_topics": ["/camera/image_raw"]}
-    assert load_parameter_file(path, "other_node")["window.size"] == 99
-
-
-def test_parameter_errors_name_the_problem(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match=r"unknown parameter window\.window_size; valid: window\.size, window\.overlap, window\.period_s"):
-        settings_from_parameters({"window.window_size": 4})
-    with pytest.raises(SettingsError, match=r"unknown parameter map\.voxel; valid: map\.voxel_size, .*map\.output_dir"):
-        settings_from_parameters({"map.voxel": 4})
-    with pytest.raises(SettingsError, match=r"window\.size must be int, got 'eight'"):
-        settings_from_parameters({"window.size": "eight"})
-    with pytest.raises(SettingsError, match=r"window\.size must be int, got 2\.5"):
-        settings_from_parameters({"window.size": 2.5})
-    with pytest.raises(SettingsError, match=r"invalid window\.\* parameters: window_overlap must be in \[1, window_size - 1\]"):
-        settings_from_parameters({"window.size": 3, "window.overlap": 3})
-    with pytest.raises(SettingsError, match=r"chain\.metric must be bool"):
-        settings_from_parameters({"chain.metric": "yes"})
-    with pytest.raises(SettingsError, match=r"optimizer\.iterations set but optimizer\.type is empty"):
-        settings_from_parameters({"optimizer.iterations": 100})
-    with pytest.raises(SettingsError, match="map_frame != camera_frame"):
-        settings_from_parameters({"map_frame": "cam", "camera_frame": "cam"})
-    assert settings_from_parameters({"window.size": 6.0, "chain.metric": True}).mapper.window.window_size == 6
-    missing = tmp_path / "missing.yaml"
-    with pytest.raises(SettingsError, match="cannot read parameter file"):
-        load_parameter_file(missing)
-    other = tmp_path / "other.yaml"
-    other.write_text("talker:\n  ros__parameters:\n    a: 1\n")
-    with pytest.raises(SettingsError, match=r"no section for node 'scene_from_views' \(sections with ros__parameters: talker\)"):
-        load_parameter_file(other)
-    broken = tmp_path / "broken.yaml"
-    broken.write_text("a: [1,\n")
-    with pytest.raises(SettingsError, match="not valid YAML"):
-        load_parameter_file(broken)
-
-
-def test_default_parameters_cover_every_mapper_field() -> None:
-    defaults = default_parameters()
-    window, keyframe, chain, map_config = WindowConfig(), KeyframeConfig(), ChainConfig(), MapConfig()
-    assert (defaults["window.size"], defaults["window.overlap"]) == (window.window_size, window.window_overlap)
-    assert defaults["keyframe.min_change"] == keyframe.min_change and defaults["chain.metric"] is chain.metric
-    assert defaults["map.voxel_size"] == map_config.voxel_size and defaults["map.pixel_stride"] == map_config.pixel_stride
-    assert defaults["map.output_dir"] == "sfv_map" and defaults["map_frame"] == "map"
-    settings = settings_from_parameters(defaults)
-    assert settings.mapper == MapperConfig() and settings.other == {}
-
-
-def test_the_node_parameter_file_reads_into_the_same_settings() -> None:
-    """config/scene_from_views.yaml (the node's file) names every mapper setting, each value
-    lands in its MapperConfig field, and what the tool does not use is node-only."""
-    path = Path(__file__).resolve().parents[1] / "config" / "scene_from_views.yaml"
-    params = load_parameter_file(path)
-    assert set(MAPPER_PARAMETERS) <= set(params)
-    settings = settings_from_parameters(params)
-    for name, (group, attr) in MAPPER_PARAMETERS.items():
-        assert getattr(getattr(settings.mapper, group), attr) == params[name], name
-    assert settings.frames == FrameNames() and settings.output_dir == params["map.output_dir"] and settings.optimizer_type is None
-    assert "checkpoint" not in settings.model_kwargs and settings.model_kwargs["target_size"] == params["model.target_size"]
-    assert {"image_topics", "camera_info_topics", "image_qos", "publish.depth"} <= set(settings.other)
-    assert not any(name.split(".")[0] in ("keyframe", "window", "chain", "map", "model", "optimizer") for name in settings.other)
-
-
-def test_shipped_yaml_defaults_are_the_code_defaults() -> None:
-    """Every shared parameter in config/scene_from_views.yaml holds the code's default, of the
-    same type (ROS rejects 1 for a float parameter), so the file cannot drift from the
-    dataclasses; and every shared parameter has one description with that default."""
-    defaults = default_parameters()
-    shipped = load_parameter_file(Path(__file__).resolve().parents[1] / "config" / "scene_from_views.yaml")
-    for name, default in defaults.items():
-        assert shipped[name] == default and type(shipped[name]) is type(default), name
-    assert shipped["map.pixel_stride"] == MapConfig().pixel_stride == 2
-    assert [spec.name for spec in PARAMETER_SPECS] == list(dict.fromkeys(spec.name for spec in PARAMETER_SPECS))
-    assert {spec.name: spec.default for spec in PARAMETER_SPECS} == defaults
-    assert all(spec.description for spec in PARAMETER_SPECS)

@@ -91,7 +91,7 @@ def test_frame_rejects_non_rgb_images() -> None:
 
 # ---- windows -----------------------------------------------------------------------------------
 def test_windows_overlap_by_window_overlap_keyframes() -> None:
-    builder = WindowBuilder(WindowConfig(window_size=5, window_overlap=2))
+    builder = WindowBuilder(WindowConfig(size=5, overlap=2))
     keyframes = [keyframe(i) for i in range(14)]
     windows = []
     for kf in keyframes:
@@ -107,7 +107,7 @@ def test_windows_overlap_by_window_overlap_keyframes() -> None:
 
 
 def test_window_period_trigger_and_forced_flush() -> None:
-    builder = WindowBuilder(WindowConfig(window_size=6, window_overlap=2, period_s=1.0))
+    builder = WindowBuilder(WindowConfig(size=6, overlap=2, period_s=1.0))
     builder.push(keyframe(0.0))
     builder.push(keyframe(0.5))
     assert builder.take() is None  # neither full nor a period old
@@ -123,7 +123,7 @@ def test_window_period_trigger_and_forced_flush() -> None:
 
 
 def test_pending_queue_is_bounded_and_newest_keyframes_win() -> None:
-    builder = WindowBuilder(WindowConfig(window_size=4, window_overlap=1))
+    builder = WindowBuilder(WindowConfig(size=4, overlap=1))
     for i in range(4):
         builder.push(keyframe(i))
     in_flight = builder.take()
@@ -139,8 +139,8 @@ def test_pending_queue_is_bounded_and_newest_keyframes_win() -> None:
 
 
 def test_window_config_validation_names_the_setting() -> None:
-    with pytest.raises(ValueError, match="window_overlap"):
-        WindowConfig(window_size=4, window_overlap=4)
+    with pytest.raises(ValueError, match=r"window\.overlap=4 is not allowed with window\.size=4"):
+        WindowConfig(size=4, overlap=4)
 
 
 # ---- Sim(3) ------------------------------------------------------------------------------------
@@ -289,9 +289,9 @@ def run_sequence(mapper: SlidingWindowMapper, sequence) -> None:
 def small_config(**chain) -> MapperConfig:
     return MapperConfig(
         keyframe=KeyframeConfig(min_change=0.03),
-        window=WindowConfig(window_size=5, window_overlap=2),
+        window=WindowConfig(size=5, overlap=2),
         chain=ChainConfig(**chain),
-        map=MapConfig(voxel_size=0.02),
+        map=MapConfig(voxel_size=0.02, drop_percentile=25.0),  # the synthetic backend gives no masks
     )
 
 
@@ -385,7 +385,7 @@ def gated_backend(sequence):
     return gated, entered, release
 
 
-THREADED_CONFIG = MapperConfig(keyframe=KeyframeConfig(min_change=0.0), window=WindowConfig(window_size=4, window_overlap=1))
+THREADED_CONFIG = MapperConfig(keyframe=KeyframeConfig(min_change=0.0), window=WindowConfig(size=4, overlap=1))
 
 
 def test_threaded_mapper_keeps_memory_bounded_when_inference_is_slow(short_sequence) -> None:
@@ -463,7 +463,7 @@ def test_update_config_applies_to_the_next_windows_and_keeps_the_map(short_seque
     points_before, windows_before = len(mapper.map), len(placed)
     assert windows_before >= 2 and all(len(w.keyframes) == 5 for w in placed)
     new = small_config()
-    new.window = WindowConfig(window_size=3, window_overlap=1)
+    new.window = WindowConfig(size=3, overlap=1)
     new.map = MapConfig(voxel_size=0.02, max_points=points_before + 500)
     mapper.update_config(new)
     for frame in frames[20:]:

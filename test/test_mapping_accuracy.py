@@ -21,9 +21,9 @@ def sequence():
 def config(metric: bool = False) -> MapperConfig:
     return MapperConfig(
         keyframe=KeyframeConfig(min_change=0.03),
-        window=WindowConfig(window_size=5, window_overlap=2),
+        window=WindowConfig(size=5, overlap=2),
         chain=ChainConfig(metric=metric),
-        map=MapConfig(voxel_size=0.02),
+        map=MapConfig(voxel_size=0.02, drop_percentile=25.0),  # the synthetic backend gives no masks
     )
 
 

@@ -64,9 +64,11 @@ def processed_shape(width: int, height: int, target_size: int) -> tuple[int, int
 
 
 def test_params_file(tmp_path: Path) -> Path:
-    """The shipped YAML with the test's changes (tiny model, small windows, own frame names)."""
+    """The shipped YAML files (shared + VGGT's) with the test's changes (tiny model, small
+    windows, own frame names)."""
     config = yaml.safe_load((REPO_ROOT / "config" / "scene_from_views.yaml").read_text())
     params = config["scene_from_views"]["ros__parameters"]
+    params.update(yaml.safe_load((REPO_ROOT / "config" / "models" / "vggt.yaml").read_text())["scene_from_views"]["ros__parameters"])
     params["model"].update(checkpoint=str(TINY / "weights.safetensors"), config=str(TINY / "config.json"), target_size=TARGET_SIZE)
     params.update(
         image_topics=[CAMERA, KITCHEN], camera_info_topics=[CAMERA_INFO], image_qos="reliable", image_qos_depth=100,
@@ -327,10 +329,10 @@ def test_bad_encoding_is_reported_once_and_dropped(ros) -> None:  # noqa: ANN001
 def test_invalid_parameter_changes_are_rejected_and_the_node_keeps_running(ros) -> None:  # noqa: ANN001
     node, probe, _ = ros
     checks = {
-        ("model.not_a_kwarg", 3): "valid: ",
-        ("model.target_size", 71): "multiple of 14",
+        ("model.not_a_kwarg", 3): "unknown parameter model.not_a_kwarg",
+        ("model.target_size", 71): "step: 14",
         ("model.checkpoint", "/nonexistent/weights.safetensors"): "nonexistent",
-        ("model.conf_thres", "high"): "model.conf_thres must be a float",
+        ("model.conf_thres", "high"): "model.conf_thres='high' is not allowed: expected a number",
         ("window.size", 6): "read-only",
         ("keyframe.min_change", 2.0): "out of range",
         ("image_qos", "best"): "read-only",
@@ -341,7 +343,7 @@ def test_invalid_parameter_changes_are_rejected_and_the_node_keeps_running(ros) 
         assert not successful, f"{name}={value!r} was accepted"
         assert reason in message, f"{name}={value!r}: {message!r}"
     assert node.get_parameter("model.target_size").value == TARGET_SIZE
-    assert node.settings.model_kwargs["target_size"] == TARGET_SIZE
+    assert node.settings.model_options.target_size == TARGET_SIZE
     warnings = [log.msg for log in probe.messages("/rosout") if log.name == "scene_from_views" and log.level == Log.WARN]
     assert any("model.not_a_kwarg" in msg for msg in warnings)
     produce_windows(probe, 1)
@@ -352,8 +354,8 @@ def test_model_parameter_change_rebuilds_between_windows_and_keeps_the_map(ros) 
     produce_windows(probe, 1)
     path_length = len(probe.messages(f"{NODE}/path")[-1].poses)
     mapper = node.mapper  # the mapper (and its map) must survive the change
-    assert probe.set_parameter("model.conf_thres", 10.0) == (True, "")  # call option: network reused
-    assert probe.set_parameter("model.target_size", 56) == (True, "")  # construction path: model rebuilt
+    assert probe.set_parameter("model.conf_thres", 10.0) == (True, "")  # call options: network reused
+    assert probe.set_parameter("model.target_size", 56) == (True, "")
     depth_before = probe.count(f"{NODE}/depth")
     produce_windows(probe, 2)
     height, width = processed_shape(160, 120, 56)
@@ -448,7 +450,7 @@ def test_startup_errors_stop_the_node_with_one_clear_message(tmp_path: Path) -> 
     tiny = ["-p", f"model.config:={TINY / 'config.json'}", "-p", "image_topics:=[/sfv_test/unused]"]
     cases = {
         "wrong kwarg": (["-p", "model.not_a_kwarg:=1", "-p", f"model.checkpoint:={TINY / 'weights.safetensors'}", *tiny],
-                        ["model.not_a_kwarg", "valid: ", "model.target_size"]),
+                        ["model.not_a_kwarg", "valid (VggtOptions): ", "model.target_size"]),
         "corrupt checkpoint": (["-p", f"model.checkpoint:={corrupt}", *tiny], [str(corrupt)]),
         "missing checkpoint": (["-p", f"model.checkpoint:={tmp_path / 'missing.pt'}", *tiny], ["missing.pt"]),
     }

@@ -34,6 +34,7 @@ from ..mapping.settings import (
     MappingSettings,
     default_parameters,
     load_parameter_file,
+    parameters,
     settings_from_parameters,
 )
 from ..mapping.windows import Window, WindowConfig
@@ -43,13 +44,12 @@ EXIT_ERROR = 2
 EXIT_NO_MAP = 1
 EXIT_INTERRUPTED = 130
 
-# Dedicated options and the node parameter each one sets.
+# Shortcuts for the parameters every run sets (model options go through -p / --model-arg:
+# they depend on the model, see --list-parameters).
 PARAMETER_OPTIONS: list[tuple[str, str, type, str]] = [
     ("--model-type", "model_type", str, "model family: vggt, vggt_robust, ... (default vggt)"),
     ("--device", "device", str, "cpu, cuda, cuda:1 (default: cuda when available)"),
     ("--checkpoint", "model.checkpoint", str, "weights: Hugging Face repo id, local file or folder (default: the model's release)"),
-    ("--model-config", "model.config", str, "architecture JSON for a reduced configuration (with matching --checkpoint)"),
-    ("--target-size", "model.target_size", int, "model input width in pixels (a multiple of 14; VGGT default 518)"),
     ("--optimizer", "optimizer.type", str, "scene optimizer applied to each window (default none)"),
     ("--window-size", "window.size", int, "keyframes per window"),
     ("--window-overlap", "window.overlap", int, "keyframes shared by consecutive windows"),
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)")
 
     params = parser.add_argument_group("model and mapping parameters (as the node's)")
+    params.add_argument("--list-parameters", action="store_true", help="print every parameter of --model-type (default vggt) with its default and allowed values, then exit")
     params.add_argument("--params-file", type=Path, help="ROS 2 parameter YAML file of the node (e.g. config/scene_from_views.yaml)")
     params.add_argument("--node-name", default=DEFAULT_NODE_NAME, help=f"node section of the parameter file, and bag topic namespace (default {DEFAULT_NODE_NAME})")
     params.add_argument("-p", "--param", type=_key_value, action="append", default=[], metavar="NAME=VALUE", help="set any node parameter, e.g. -p map.drop_percentile=30.0")
@@ -147,6 +148,17 @@ def _open_input(args: argparse.Namespace) -> FrameSource:
     return open_source(args.inputs, selection=selection, fps=args.fps, topic=args.topic, camera_info_topic=args.camera_info_topic)
 
 
+def parameter_listing(settings: MappingSettings) -> str:
+    """Every parameter of the run's model type: name = default, what it does, what it takes."""
+    lines = []
+    for parameter in parameters(settings.model_type):
+        spec = parameter.spec
+        default = list(spec.default) if spec.kind is tuple else spec.default
+        restart = "; node: read-only" if spec.restart else ""
+        lines.append(f"{parameter.name} = {default!r}\n    {spec.description}\n    allowed: {spec.allowed()}{restart}")
+    return "\n".join(lines)
+
+
 def _output_paths(args: argparse.Namespace, settings: MappingSettings) -> tuple[Path, Path | None]:
     out = args.out or Path(settings.output_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -159,12 +171,13 @@ def _output_paths(args: argparse.Namespace, settings: MappingSettings) -> tuple[
 
 def _one_shot(settings: MappingSettings, frames: list[Frame]) -> MappingSettings:
     """Every frame a keyframe and all of them in one window."""
-    if len(frames) < 2:
-        raise InputError(f"one-shot reconstruction needs at least 2 images, got {len(frames)}")
+    largest = WindowConfig.spec("size").high
+    if not 2 <= len(frames) <= (largest or len(frames)):
+        raise InputError(f"one-shot reconstruction takes 2 to {largest:g} images, got {len(frames)}")
     mapper = replace(
         settings.mapper,
         keyframe=KeyframeConfig(min_interval_s=0.0, min_change=0.0, max_rate_hz=0.0),
-        window=WindowConfig(window_size=len(frames), window_overlap=1),
+        window=WindowConfig(size=len(frames), overlap=1),
     )
     return replace(settings, mapper=mapper)
 
@@ -175,9 +188,9 @@ def _progress(quiet: bool, **kwargs: Any) -> Any:
     return tqdm(disable=quiet, dynamic_ncols=True, file=sys.stderr, **kwargs)
 
 
-def _save_parameters(path: Path, params: dict[str, Any], node_name: str) -> None:
+def _save_parameters(path: Path, settings: MappingSettings, params: dict[str, Any], node_name: str) -> None:
     """The run's effective parameters as a node parameter file, to reuse with the node."""
-    effective = {**default_parameters(), **params}
+    effective = {**default_parameters(settings.model_type), **params}
     path.write_text(yaml.safe_dump({node_name: {"ros__parameters": effective}}, sort_keys=True))
 
 
@@ -227,6 +240,9 @@ def run(args: argparse.Namespace) -> int:
     """The whole run; raises SceneFromViewsError for problems the user can fix."""
     params = collect_parameters(args)
     settings = settings_from_parameters(params)
+    if args.list_parameters:
+        print(parameter_listing(settings))
+        return 0
     out, bag_path = _output_paths(args, settings)
     _set_threads(args.threads)
     source = _open_input(args)
@@ -238,8 +254,8 @@ def run(args: argparse.Namespace) -> int:
         settings = _one_shot(settings, frames)
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
     say(f"{PROG}: input {source.description}")
-    if settings.other:
-        say(f"{PROG}: node-only parameters not used offline: {', '.join(sorted(settings.other))}")
+    if settings.node_only_given():
+        say(f"{PROG}: node-only parameters not used offline: {', '.join(settings.node_only_given())}")
     optimizer = settings.build_optimizer()
     say(f"{PROG}: loading model {settings.model_type.value} ...")
     model = settings.build_model()
@@ -247,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
     model_text = f"{settings.model_type.value} on {getattr(model, 'device', 'cpu')}" + (f" ({checkpoint})" if checkpoint else "")
 
     out.mkdir(parents=True, exist_ok=True)
-    _save_parameters(out / "parameters.yaml", params, args.node_name)
+    _save_parameters(out / "parameters.yaml", settings, params, args.node_name)
     outputs = MapOutputs(out, settings.mapper.map, save_windows=args.save_windows)
     mapper = SlidingWindowMapper(
         model, settings.mapper, threaded=False,

@@ -1,5 +1,5 @@
 """The scene_from_views core API (no ROS imports here)."""
-from .base import SceneFromViewsBase
+from .base import ModelOptions, SceneFromViewsBase
 from .checkpoint import load_checkpoint_into, load_state_dict, load_state_dict_strict, resolve_checkpoint
 from .device import resolve_device
 from .errors import (
@@ -8,6 +8,7 @@ from .errors import (
     CheckpointMismatchError,
     CheckpointNotFoundError,
     InvalidImageError,
+    InvalidOptionError,
     MissingDependencyError,
     ModelNotImplementedError,
     SceneFromViewsError,
@@ -16,6 +17,7 @@ from .errors import (
 )
 from .factory import implemented_types, model_class, scene_from_views_factory
 from .images import load_images
+from .options import Options, option
 from .result import PointCloud, SceneFromViewsResult
 from .types import SceneFromViewsType
 
@@ -25,8 +27,11 @@ __all__ = [
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
     "InvalidImageError",
+    "InvalidOptionError",
+    "ModelOptions",
     "MissingDependencyError",
     "ModelNotImplementedError",
+    "Options",
     "PointCloud",
     "SceneFromViewsBase",
     "SceneFromViewsError",
@@ -40,6 +45,7 @@ __all__ = [
     "load_state_dict",
     "load_state_dict_strict",
     "model_class",
+    "option",
     "resolve_checkpoint",
     "resolve_device",
     "scene_from_views_factory",

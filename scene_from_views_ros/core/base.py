@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any, ClassVar
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -12,56 +13,81 @@ import torch
 from .device import resolve_device
 from .errors import UnknownKwargError
 from .images import ImageInput, load_images
-from .kwargs import check_kwargs, keyword_names
+from .options import BUILD, CALL, Options, option
 from .result import PointCloud, SceneFromViewsResult
 from .types import SceneFromViewsType
 
-_STAGES = ("preprocess_images", "infer", "postprocess_results")
+_ModelT = TypeVar("_ModelT", bound="SceneFromViewsBase")
+
+
+@dataclass(frozen=True)
+class ModelOptions(Options):
+    """Base of each model's option declaration (its keyword arguments, ROS ``model.*``)."""
+
+    prefix: ClassVar[str] = "model."
+
+
+def checkpoint_option(default: str) -> Any:
+    """The `checkpoint` option every model declares, with that model's release as default."""
+    return option(
+        default,
+        "Weights: a Hugging Face repo id (downloaded into the hub cache, HF_HOME / HF_HUB_OFFLINE "
+        "honoured), a local .safetensors/.pt/.pth file, or a folder holding one.",
+        nonempty=True, path=True, stage=BUILD,
+    )
 
 
 class SceneFromViewsBase(abc.ABC):
     """A feed-forward reconstruction model behind the common `reconstruct` pipeline.
 
-    Subclasses implement the three stages with explicit keyword-only options; `reconstruct`
-    routes each user keyword to the stages that declare it, so options can be given per call
-    or once at construction (``SceneFromViewsVggt(conf_thres=30)``, ROS ``model.conf_thres``).
-    Construction options (checkpoint, sizes, dtype) are the subclass ``__init__``'s own
-    keyword-only parameters.  Stage inputs are RGB uint8: `reconstruct` converts BGR once.
+    Its options are declared once, in `options_class` (a frozen `ModelOptions` dataclass):
+    construction options (checkpoint, architecture, precision) are fixed when the model is
+    built; per-call options can also be given to each `reconstruct` call.  Every option is
+    checked when given; the stages read the checked values from `call_options`.  Stage
+    inputs are RGB uint8: `reconstruct` converts BGR once.
     """
 
     model_type: ClassVar[SceneFromViewsType]
-    default_checkpoint: ClassVar[str | None] = None
+    options_class: ClassVar[type[ModelOptions]]
     checkpoint_filenames: ClassVar[tuple[str, ...]] = ("model.safetensors", "model.pt")
     is_metric: ClassVar[bool] = False
 
-    def __init__(self, device: str | torch.device | None = None, **call_defaults: Any) -> None:
+    def __init__(self, device: str | torch.device | None = None, **options: Any) -> None:
+        self.options = self.options_class.create(options)  # first: a bad option builds nothing
         self.device = resolve_device(device)
-        self.check_call_kwargs(call_defaults)
-        self.call_defaults = dict(call_defaults)
 
-    # ----------------------------------------------------------------- keyword handling
-    @classmethod
-    def construction_kwargs(cls) -> list[str]:
-        """Keywords taken when the model is built (checkpoint, sizes, ...)."""
-        return keyword_names(cls.__init__)
-
-    @classmethod
-    def call_kwargs(cls) -> list[str]:
-        """Keywords taken by the pipeline stages (also settable as construction defaults)."""
-        return sorted({name for stage in _STAGES for name in keyword_names(getattr(cls, stage))})
-
+    # ----------------------------------------------------------------- options
     @classmethod
     def valid_kwargs(cls) -> list[str]:
         """Every keyword the factory accepts for this model."""
-        return sorted(set(cls.construction_kwargs()) | set(cls.call_kwargs()))
+        return cls.options_class.names()
 
     @classmethod
-    def check_call_kwargs(cls, kwargs: dict[str, Any]) -> None:
-        check_kwargs(kwargs, [getattr(cls, stage) for stage in _STAGES], f"{cls.__name__}", UnknownKwargError)
+    def construction_kwargs(cls) -> list[str]:
+        """Keywords fixed when the model is built (checkpoint, architecture, precision)."""
+        return cls.options_class.names(stage=BUILD)
 
-    def _stage_kwargs(self, stage: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        accepted = keyword_names(getattr(self, stage))
-        return {name: value for name, value in kwargs.items() if name in accepted}
+    @classmethod
+    def call_kwargs(cls) -> list[str]:
+        """Keywords that `reconstruct` and the stages also take per call."""
+        return cls.options_class.names(stage=CALL)
+
+    def call_options(self, overrides: Mapping[str, Any]) -> Any:
+        """This model's options with per-call `overrides` applied and checked."""
+        fixed = sorted(set(overrides) & set(self.construction_kwargs()))
+        if fixed:
+            raise UnknownKwargError(
+                f"{', '.join(fixed)} {'are construction options' if len(fixed) > 1 else 'is a construction option'} "
+                f"of {type(self).__name__}: build another model with it (scene_from_views_factory(..., {fixed[0]}=...)); "
+                f"per-call options: {', '.join(self.call_kwargs())}"
+            )
+        return self.options.changed(**overrides)
+
+    def with_call_options(self: _ModelT, **overrides: Any) -> _ModelT:
+        """A copy sharing this model's network whose per-call defaults have `overrides`."""
+        clone = copy.copy(self)
+        clone.options = self.call_options(overrides)
+        return clone
 
     # ----------------------------------------------------------------- pipeline stages
     @abc.abstractmethod
@@ -90,19 +116,17 @@ class SceneFromViewsBase(abc.ABC):
     ) -> SceneFromViewsResult:
         """Reconstruct a scene from images (BGR arrays unless ``rgb=True``, or file paths).
 
+        `kwargs` are per-call options (see `call_kwargs`).  `as_pointcloud=False` skips
+        fusing the global cloud (the per-view outputs and masks are still there).
         `optimizer` is None, an optimizer name ("dense_scene_optimizer", ...) or a
         `SceneOptimizerBase` instance; `optimizer_kwargs` configure a named one.
         """
-        self.check_call_kwargs(kwargs)
-        options = {**self.call_defaults, **kwargs}
+        self.call_options(kwargs)  # checked before any image is read
         rgb_images = load_images(images, rgb=rgb)
         with torch.inference_mode():
-            processed = self.preprocess_images(rgb_images, **self._stage_kwargs("preprocess_images", options))
-            raw = self.infer(processed, **self._stage_kwargs("infer", options))
-        result = self.postprocess_results(
-            raw, rgb_images, processed, as_pointcloud=as_pointcloud,
-            **self._stage_kwargs("postprocess_results", options),
-        )
+            processed = self.preprocess_images(rgb_images, **kwargs)
+            raw = self.infer(processed, **kwargs)
+        result = self.postprocess_results(raw, rgb_images, processed, as_pointcloud=as_pointcloud, **kwargs)
         if optimizer is not None:
             result = self.apply_optimizer_postprocessing(result, raw, processed, optimizer, optimizer_kwargs)
         return result
@@ -123,7 +147,6 @@ class SceneFromViewsBase(abc.ABC):
         output = optimizer.optimize(
             SceneOptimizerInput(result=result, images=result.processed_images, raw=raw, device=str(self.device))
         )
-        masks = result.extras.get("masks")
         return replace(
             result,
             camera_poses=output.camera_poses,
@@ -132,5 +155,5 @@ class SceneFromViewsBase(abc.ABC):
             intrinsics=output.intrinsics,
             confidences=output.confidences,
             global_mesh=output.global_mesh if output.global_mesh is not None else result.global_mesh,
-            global_point_cloud=PointCloud.from_views(output.point_clouds, result.processed_images, masks),
+            global_point_cloud=PointCloud.from_views(output.point_clouds, result.processed_images, result.masks),
         )

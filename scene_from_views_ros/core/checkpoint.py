@@ -4,20 +4,33 @@ Shared by every model: a model names its default repo id and the weight file nam
 accepts; the user passes ``checkpoint=`` as a Hugging Face repo id, a local file or a local
 folder.  Loading is strict so that a wrong or corrupt file never yields a silently
 half-initialised network.
+
+`build_network` constructs a network on the meta device (no parameter is allocated or
+initialised) and fills it with the checkpoint's tensors, read from a .safetensors file
+straight into their final memory on the target device: building VGGT-1B costs about what
+reading its file costs, in time and in memory (bench/bench_load.py).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
 import os
 import re
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 from urllib.parse import urlparse
 
 import torch
 
 from .errors import CheckpointCorruptError, CheckpointMismatchError, CheckpointNotFoundError
+
+logger = logging.getLogger(__name__)
+_ModuleT = TypeVar("_ModuleT", bound=torch.nn.Module)
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -80,11 +93,13 @@ def _download_from_hub(repo_id: str, filenames: Sequence[str], revision: str | N
     cache_dir = hub_cache_dir()
     for filename in filenames:
         try:
-            return Path(hf_hub_download(
+            path = Path(hf_hub_download(
                 repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=True,
             ))
         except LocalEntryNotFoundError:
             continue
+        logger.debug("using cached %s/%s: %s", repo_id, filename, path)
+        return path
     fix = (
         f"Download it on a machine with internet (huggingface-cli download {repo_id}) and copy the "
         "cache (HF_HOME), or pass a local file or folder as checkpoint= "
@@ -99,6 +114,7 @@ def _download_from_hub(repo_id: str, filenames: Sequence[str], revision: str | N
     reasons = []
     for filename in filenames:
         try:
+            logger.info("downloading %s from %s into %s", filename, repo_id, cache_dir)
             return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
         except EntryNotFoundError:
             reasons.append(f"{filename}: not in the repo")
@@ -124,12 +140,26 @@ def resolve_checkpoint(
     if path.is_dir():
         return _weights_in_folder(path, filenames)
     text = str(checkpoint)
-    if _REPO_ID.match(text) and not text.startswith((".", "/", "~")) and not text.endswith(WEIGHT_SUFFIXES):
+    if _is_repo_id(text):
         return _download_from_hub(text, filenames, revision)
     raise CheckpointNotFoundError(
         f"checkpoint {text!r} is neither an existing file or folder nor a Hugging Face repo id "
         "(owner/name); check the path"
     )
+
+
+def check_checkpoint_reference(checkpoint: str | os.PathLike[str], filenames: Sequence[str] = ("model.safetensors", "model.pt")) -> None:
+    """Fail fast, without downloading or reading weights, when `checkpoint` can never resolve:
+    a path that does not exist or a folder without weights (a repo id is checked when used)."""
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        _weights_in_folder(path, filenames)
+    elif not path.is_file() and not _is_repo_id(str(checkpoint)):
+        resolve_checkpoint(checkpoint, filenames)  # raises its "neither a file nor a repo id" error
+
+
+def _is_repo_id(text: str) -> bool:
+    return bool(_REPO_ID.match(text)) and not text.startswith((".", "/", "~")) and not text.endswith(WEIGHT_SUFFIXES)
 
 
 def _unwrap_state_dict(loaded: object, source: Path) -> dict[str, torch.Tensor]:
@@ -155,16 +185,109 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {first_line}"
 
 
-def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a .safetensors or torch pickle file into a CPU state dict, without arbitrary unpickling."""
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_MAX_HEADER_BYTES = 100 * 2**20
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor of a .safetensors file lies: dtype, shape and absolute byte range."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+def _corrupt(path: Path, why: str) -> CheckpointCorruptError:
+    return CheckpointCorruptError(
+        f"cannot read checkpoint {path}: {why}. The file is corrupt, truncated or not a weight file; "
+        "download it again or pass another checkpoint"
+    )
+
+
+def safetensors_index(path: str | os.PathLike[str]) -> dict[str, TensorEntry]:
+    """The tensors of a .safetensors file from its header alone (no tensor data is read)."""
     path = Path(path)
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            prefix = file.read(8)
+            header_bytes = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+            if not 0 < header_bytes <= min(size - 8, _MAX_HEADER_BYTES):
+                raise _corrupt(path, "no valid safetensors header")
+            header = json.loads(file.read(header_bytes))
+    except FileNotFoundError as error:
+        raise CheckpointNotFoundError(f"checkpoint file {path} does not exist") from error
+    except (OSError, ValueError) as error:
+        if isinstance(error, CheckpointCorruptError):
+            raise
+        raise _corrupt(path, _reason(error)) from error
+    base = 8 + header_bytes
+    entries = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+            shape = tuple(int(n) for n in info["shape"])
+            begin, end = (int(n) for n in info["data_offsets"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise _corrupt(path, f"tensor {name!r} has an invalid header entry ({_reason(error)})") from error
+        if end - begin != math.prod(shape) * dtype.itemsize or base + end > size:
+            raise _corrupt(path, f"tensor {name!r} needs bytes {begin}..{end} of the data, the file has {size - base}")
+        entries[name] = TensorEntry(dtype, shape, base + begin, base + end)
+    return entries
 
-            return load_file(str(path), device="cpu")
+
+def _read_exactly(file: BinaryIO, buffer: memoryview, path: Path, name: str) -> None:
+    done = 0
+    while done < len(buffer):
+        count = file.readinto(buffer[done:])
+        if not count:
+            raise _corrupt(path, f"the data of tensor {name!r} ends early")
+        done += count
+
+
+def read_safetensors(
+    path: str | os.PathLike[str], entries: Mapping[str, TensorEntry], device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Read the tensors `entries` (from `safetensors_index`) into new tensors on `device`.
+
+    Each tensor's bytes go straight from the file into the tensor's own memory (no memory
+    map, no intermediate copy); for another device one tensor at a time passes through the
+    host, so host memory never holds more than the largest tensor extra.
+    """
+    path, device = Path(path), torch.device(device)
+    out: dict[str, torch.Tensor] = {}
+    with path.open("rb", buffering=0) as file:
+        for name, entry in sorted(entries.items(), key=lambda item: item[1].start):
+            tensor = torch.empty(entry.shape, dtype=entry.dtype)
+            file.seek(entry.start)
+            _read_exactly(file, memoryview(tensor.reshape(-1).view(torch.uint8).numpy()), path, name)  # type: ignore[arg-type]
+            out[name] = tensor if device.type == "cpu" else tensor.to(device)
+    return out
+
+
+def load_state_dict(
+    path: str | os.PathLike[str], device: torch.device | str = "cpu", select: Callable[[str], bool] | None = None
+) -> dict[str, torch.Tensor]:
+    """Read a .safetensors or torch pickle file into a state dict on `device`, without
+    arbitrary unpickling; `select` (key -> bool) reads only some keys of a .safetensors file."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        entries = safetensors_index(path)
+        return read_safetensors(path, {k: e for k, e in entries.items() if select is None or select(k)}, device)
+    try:
         with torch.serialization.safe_globals(_SAFE_PICKLE_GLOBALS):
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            try:  # memory-mapped: the pickle's tensors are not read twice
+                loaded = torch.load(path, map_location=device, weights_only=True, mmap=True)
+            except RuntimeError:  # a legacy (non-zip) pickle cannot be memory-mapped
+                loaded = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError as error:
         raise CheckpointNotFoundError(f"checkpoint file {path} does not exist") from error
     except Exception as error:
@@ -173,12 +296,47 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             "weight file or pickles objects that are not allowed to load safely; download it again or "
             "pass another checkpoint"
         ) from error
-    return _unwrap_state_dict(loaded, path)
+    state = _unwrap_state_dict(loaded, path)
+    return {k: v for k, v in state.items() if select is None or select(k)}
 
 
 def _listing(keys: Sequence[str], limit: int = 8) -> str:
     shown = ", ".join(keys[:limit])
     return f"{shown}, ... ({len(keys)} in all)" if len(keys) > limit else shown
+
+
+def check_keys_and_shapes(
+    expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], source: str, target: str
+) -> None:
+    """Raise CheckpointMismatchError naming the missing, unexpected and mis-shaped keys."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    misshaped = sorted(
+        f"{k} (checkpoint {tuple(found[k])} vs model {tuple(expected[k])})"
+        for k in set(found) & set(expected)
+        if tuple(found[k]) != tuple(expected[k])
+    )
+    if missing or unexpected or misshaped:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_listing(unexpected)}")
+        if misshaped:
+            parts.append(f"mis-shaped keys: {_listing(misshaped)}")
+        raise CheckpointMismatchError(
+            f"{source} does not match {target}: " + "; ".join(parts)
+            + ". Is it a checkpoint of another model or configuration?"
+        )
+
+
+def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(tensor.shape) for key, tensor in state.items()}
+
+
+def _not_dropped(drop_prefixes: Iterable[str]) -> Callable[[str], bool]:
+    drop = tuple(drop_prefixes)
+    return lambda key: not (drop and key.startswith(drop))
 
 
 def load_state_dict_strict(
@@ -194,28 +352,11 @@ def load_state_dict_strict(
     build (e.g. a track head not needed at inference).  Anything else that differs raises
     CheckpointMismatchError naming the missing, unexpected and mis-shaped keys.
     """
-    drop = tuple(drop_prefixes)
-    state = {k: v for k, v in state_dict.items() if not (drop and k.startswith(drop))}
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = sorted(
-        f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
-        for k in set(state) & set(expected)
-        if tuple(state[k].shape) != tuple(expected[k].shape)
-    )
-    if missing or unexpected or misshaped:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_listing(unexpected)}")
-        if misshaped:
-            parts.append(f"mis-shaped keys: {_listing(misshaped)}")
-        raise CheckpointMismatchError(
-            f"{source} does not match {type(module).__name__}: " + "; ".join(parts)
-            + ". Is it a checkpoint of another model or configuration?"
-        )
+    keep = _not_dropped(drop_prefixes)
+    state = {k: v for k, v in state_dict.items() if keep(k)}
+    if len(state) < len(state_dict):
+        logger.info("%s: %d keys under %s dropped (not built)", source, len(state_dict) - len(state), ", ".join(drop_prefixes))
+    check_keys_and_shapes(_shapes(module.state_dict()), _shapes(state), source, type(module).__name__)
     module.load_state_dict(state, strict=True)
 
 
@@ -230,3 +371,46 @@ def load_checkpoint_into(
     path = resolve_checkpoint(checkpoint, filenames)
     load_state_dict_strict(module, load_state_dict(path), drop_prefixes=drop_prefixes, source=str(path))
     return path
+
+
+def build_network(
+    build: Callable[[], _ModuleT],
+    path: str | os.PathLike[str],
+    device: torch.device | str = "cpu",
+    *,
+    drop_prefixes: Iterable[str] = (),
+) -> _ModuleT:
+    """`build()` on the meta device, then filled with the weight file `path` on `device`.
+
+    No parameter is initialised only to be overwritten, and a .safetensors file is checked
+    against the network from its header before any tensor is read; tensors are read
+    straight to `device` and converted to the network's dtype where the file differs
+    (e.g. float16 fixtures).  Returns the network in eval mode without gradients.
+    """
+    path, device = Path(path), torch.device(device)
+    with torch.device("meta"):
+        module = build()
+    expected = module.state_dict()
+    keep = _not_dropped(drop_prefixes)
+    target = type(module).__name__
+    if path.suffix == ".safetensors":
+        entries = safetensors_index(path)
+        selected = {k: e for k, e in entries.items() if keep(k)}
+        check_keys_and_shapes(_shapes(expected), {k: e.shape for k, e in selected.items()}, str(path), target)
+        dropped = len(entries) - len(selected)
+        state = read_safetensors(path, selected, device)
+    else:
+        everything = load_state_dict(path, device)
+        state = {k: v for k, v in everything.items() if keep(k)}
+        dropped = len(everything) - len(state)
+        check_keys_and_shapes(_shapes(expected), _shapes(state), str(path), target)
+    if dropped:
+        logger.info("%s: %d keys under %s dropped (not built)", path, dropped, ", ".join(drop_prefixes))
+    for key, tensor in state.items():
+        if tensor.dtype != expected[key].dtype:
+            state[key] = tensor.to(expected[key].dtype)
+    module.load_state_dict(state, strict=True, assign=True)
+    unfilled = [name for name, tensor in (*module.named_parameters(), *module.named_buffers()) if tensor.is_meta]
+    if unfilled:  # a non-persistent buffer: such constants belong in forward (or the state dict)
+        raise RuntimeError(f"{target} tensors not in its state dict stay unallocated: {_listing(unfilled)}")
+    return module.eval().requires_grad_(False)

@@ -45,3 +45,7 @@ class CheckpointCorruptError(CheckpointError, ValueError):
 
 class CheckpointMismatchError(CheckpointError, ValueError):
     """The checkpoint's keys or shapes do not match the network being loaded."""
+
+
+class InvalidOptionError(SceneFromViewsError, ValueError):
+    """An option or parameter has a value of the wrong type, out of range or not among its choices."""

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from .base import SceneFromViewsBase
-from .errors import MissingDependencyError, ModelNotImplementedError, UnknownKwargError
+from .errors import MissingDependencyError, ModelNotImplementedError
 from .types import SceneFromViewsType
 
 # type -> "module:Class" of its implementation, or None while the family is not implemented.
@@ -61,14 +61,8 @@ def scene_from_views_factory(
 ) -> SceneFromViewsBase:
     """Build a ready-to-run model; `device=None` picks cuda when available, else cpu.
 
-    Keyword arguments are checked before anything heavy happens: an unknown one raises
-    UnknownKwargError listing the valid keywords of that model.
+    Keyword arguments are the model's options (``model_class(type).options_class``), checked
+    before anything heavy happens: an unknown one raises UnknownKwargError listing the valid
+    ones, a bad value InvalidOptionError saying what is allowed.
     """
-    cls = model_class(scene_from_views_type)
-    unknown = sorted(set(kwargs) - set(cls.valid_kwargs()))
-    if unknown:
-        raise UnknownKwargError(
-            f"unknown keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-            f"for {cls.__name__} ({cls.model_type.value}); valid: {', '.join(cls.valid_kwargs())}"
-        )
-    return cls(device=device, **kwargs)
+    return model_class(scene_from_views_type)(device=device, **kwargs)

@@ -65,7 +65,9 @@ class SceneFromViewsResult:
     Poses are 4x4 camera-to-world with OpenCV camera axes (x right, y down, z forward).
     Per-view arrays live in the pixels of the processed (model-input) image; `intrinsics`
     refer to those pixels.  Units are metres only for metric models, otherwise the
-    model's own scale ("map units").
+    model's own scale ("map units").  `masks` (per view HxW bool, optional) are the pixels
+    the model keeps: its confidence threshold, background masks and padding applied; the
+    fused cloud and the mapper use only those.
     """
 
     global_point_cloud: PointCloud
@@ -76,6 +78,7 @@ class SceneFromViewsResult:
     intrinsics: list[np.ndarray]
     confidences: list[np.ndarray]
     global_mesh: Any | None = None
+    masks: list[np.ndarray] | None = None
     rejected_indices: list[int] | None = None
     survivor_indices: list[int] | None = None
     view_scores: list[float] | None = None

@@ -5,7 +5,8 @@
     map.ply                    the map cloud (binary PLY, map frame)
     map_trajectory.tum         keyframe poses, camera-to-map (TUM: t tx ty tz qx qy qz qw)
     keyframes.json             the same poses as 4x4 matrices, with intrinsics and file names
-    keyframes/kf_<id>_depth.npy         depth, float32 HxW in map units (model input size)
+    keyframes/kf_<id>_depth.npy         depth, float32 HxW in map units (model input size), NaN where
+                                        the model or the map's confidence filter dropped the pixel
     keyframes/kf_<id>_depth.png         the depth colour-mapped (turbo, near = blue)
     keyframes/kf_<id>_confidence.png    the confidence colour-mapped (viridis, high = yellow)
     windows/window_<n>.ply     each window's cloud in the map frame (optional)
@@ -122,18 +123,21 @@ class MapOutputs:
 
     def on_window(self, window: WindowInMap) -> None:
         """Save the depth and confidence of the keyframes this window added (and its cloud)."""
+        keep = [
+            mask & confidence_mask(confidence, self.map_config.min_confidence, self.map_config.drop_percentile)
+            for confidence, mask in zip(window.confidences, window.masks, strict=True)
+        ]
         for view in window.new_views:
             files = keyframe_files(window.keyframes[view].keyframe_id)
-            depth = np.asarray(window.depths[view], np.float32)
+            depth = np.where(keep[view], np.asarray(window.depths[view], np.float32), np.float32(np.nan))
             np.save(self.output_dir / files["depth"], depth)
             cv2.imwrite(str(self.output_dir / files["depth_png"]), colorize(depth, cv2.COLORMAP_TURBO, depth > 0))
             cv2.imwrite(str(self.output_dir / files["confidence_png"]), colorize(window.confidences[view], cv2.COLORMAP_VIRIDIS))
         if self.save_windows:
-            keep = [confidence_mask(c, self.map_config.min_confidence, self.map_config.drop_percentile) for c in window.confidences]
             write_ply(
                 self.output_dir / WINDOW_DIR / f"window_{window.index:04d}.ply",
-                np.concatenate([points[mask] for points, mask in zip(window.points, keep)]),
-                np.concatenate([image[mask] for image, mask in zip(window.images, keep)]),
+                np.concatenate([points[mask] for points, mask in zip(window.points, keep, strict=True)]),
+                np.concatenate([image[mask] for image, mask in zip(window.images, keep, strict=True)]),
             )
         self.windows.append(WindowRecord(
             index=window.index,

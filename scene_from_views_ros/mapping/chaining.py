@@ -10,45 +10,41 @@ into the map frame.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
+
+from ..core.options import Options, option
 
 from ..core.result import SceneFromViewsResult
 from ..geometry.sim3 import apply_sim3, decompose_sim3, estimate_sim3_robust, transform_pose
 from .keyframes import Keyframe
 
 
-@dataclass
-class ChainConfig:
-    """Chaining settings.
+@dataclass(frozen=True)
+class ChainConfig(Options):
+    """Chaining settings (parameters ``chain.*``)."""
 
-    metric: the model predicts metric geometry, so fit SE(3) (scale fixed to 1).
-    max_correspondences: pixels sampled over all overlap keyframes (cost is linear in it).
-    drop_percentile: drop sampled pixels whose confidence (the lower of the two windows')
-        is under this percentile (0-100) of the sample, before the robust fit.
-    inlier_threshold: inlier distance relative to the point's distance from the camera
-        (0.05 = 5 %), for RANSAC and for the inlier ratio.
-    min_correspondences, min_inlier_ratio: below these the window is rejected, not placed.
-    seed: seeds pixel sampling and RANSAC, for reproducible maps.
-    """
-
-    metric: bool = False
-    max_correspondences: int = 8000
-    drop_percentile: float = 20.0
-    inlier_threshold: float = 0.05
-    min_correspondences: int = 50
-    min_inlier_ratio: float = 0.3
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_correspondences < 3:
-            raise ValueError(f"chain max_correspondences must be >= 3, got {self.max_correspondences}")
-        if not 0 <= self.drop_percentile < 100:
-            raise ValueError(f"chain drop_percentile must be in [0, 100), got {self.drop_percentile}")
-        if self.inlier_threshold <= 0:
-            raise ValueError(f"chain inlier_threshold must be > 0, got {self.inlier_threshold}")
-        if not 0 <= self.min_inlier_ratio <= 1:
-            raise ValueError(f"chain min_inlier_ratio must be in [0, 1], got {self.min_inlier_ratio}")
+    prefix: ClassVar[str] = "chain."
+    metric: bool = option(False, "Chain windows with SE(3) instead of Sim(3) (always on for metric models).")
+    max_correspondences: int = option(
+        8000, "Overlap pixels sampled to place a window (the cost is linear in it).", low=3, high=10_000_000,
+    )
+    drop_percentile: float = option(
+        20.0, "Drop sampled pixels whose confidence (the lower of the two windows') is under this percentile "
+        "of the sample, before the robust fit.", unit="percentile", low=0.0, high=99.0,
+    )
+    inlier_threshold: float = option(
+        0.05, "RANSAC inlier distance relative to the point's distance from the camera (0.05 = 5 %).",
+        low=1e-6, high=10.0,
+    )
+    min_correspondences: int = option(
+        50, "A window with fewer valid overlap correspondences is rejected, not placed.", low=3, high=10_000_000,
+    )
+    min_inlier_ratio: float = option(
+        0.3, "A window whose fit has a lower inlier ratio is rejected, not placed.", low=0.0, high=1.0,
+    )
+    seed: int = option(0, "Seed of the pixel sampling and RANSAC (reproducible maps).", low=0, high=2**31 - 1)
 
 
 @dataclass
@@ -97,7 +93,7 @@ def estimate_window_to_map(
     rng = np.random.default_rng(config.seed)
     per_view = max(1, config.max_correspondences // max(1, len(references)))
     sources, targets, weights, norms = [], [], [], []
-    for reference, points, confidence in zip(references, window_points, window_confidences):
+    for reference, points, confidence in zip(references, window_points, window_confidences, strict=True):
         u, v = rng.random(per_view), rng.random(per_view)
         ref_index = _sample_grid(reference.confidence.shape, u, v)
         win_index = _sample_grid(confidence.shape[:2], u, v)
@@ -135,7 +131,8 @@ class WindowInMap:
     """A reconstructed window moved into the map frame (per view lists, window order).
 
     `depths` and `points` are in map units (scaled by the window's Sim(3) scale);
-    `intrinsics` are in the pixels of `images` (the model's processed images).
+    `intrinsics` are in the pixels of `images` (the model's processed images); `masks` are
+    the pixels the model keeps (all of them when it gives no masks).
     `new_views` are the positions of the keyframes this window added to the map.
     `timings` (seconds): reconstruct_s, fit_s (Sim(3) estimate), transform_s (moving the
     outputs), chain_s (fit + transform), integrate_s (adding to the global map).
@@ -149,6 +146,7 @@ class WindowInMap:
     confidences: list[np.ndarray]
     images: list[np.ndarray]
     intrinsics: list[np.ndarray]
+    masks: list[np.ndarray]
     transform: np.ndarray
     fit: ChainFit | None
     new_views: list[int]
@@ -187,6 +185,7 @@ def move_to_map(
     """
     scale = decompose_sim3(transform)[0]
     transform32 = transform.astype(np.float32)
+    masks = result.masks or [np.ones(np.shape(depth), bool) for depth in result.depth_predictions]
     return WindowInMap(
         index=index,
         keyframes=keyframes,
@@ -196,6 +195,7 @@ def move_to_map(
         confidences=[np.asarray(confidence, np.float32) for confidence in result.confidences],
         images=list(result.processed_images),
         intrinsics=[np.asarray(k, np.float64) for k in result.intrinsics],
+        masks=[np.asarray(mask, bool) for mask in masks],
         transform=transform,
         fit=fit,
         new_views=[i for i, keyframe in enumerate(keyframes) if keyframe.keyframe_id in new_keyframe_ids],

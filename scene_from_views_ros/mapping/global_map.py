@@ -8,43 +8,40 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
+
+from ..core.options import Options, option
 
 from ..core.result import PointCloud
 from ..geometry.pointcloud import VoxelAccumulator, confidence_mask
 from .chaining import WindowInMap
 
 
-@dataclass
-class MapConfig:
-    """Map settings (lengths in map units: metres for metric models).
+@dataclass(frozen=True)
+class MapConfig(Options):
+    """Map settings (parameters ``map.*``; lengths in map units: metres for metric models)."""
 
-    voxel_size: initial voxel edge; grows automatically to keep the map under max_points.
-    max_points: upper bound on the number of map points (voxels).
-    min_confidence: absolute confidence below which a pixel is not added (model-specific
-        scale: VGGT's confidence is >= 1).
-    drop_percentile: also drop the lowest this-percentile (0-100) of each window's confidences.
-    pixel_stride: add every n-th pixel in both directions (1 = all).  At model resolution
-        (~518 px wide) a pixel covers far less than a default voxel, so 2 loses little detail
-        and makes adding a window about 4x cheaper.
-    """
-
-    voxel_size: float = 0.01
-    max_points: int = 1_000_000
-    min_confidence: float = 0.0
-    drop_percentile: float = 25.0
-    pixel_stride: int = 2
-
-    def __post_init__(self) -> None:
-        if self.voxel_size <= 0:
-            raise ValueError(f"map voxel_size must be > 0, got {self.voxel_size}")
-        if self.max_points < 1:
-            raise ValueError(f"map max_points must be >= 1, got {self.max_points}")
-        if not 0 <= self.drop_percentile < 100:
-            raise ValueError(f"map drop_percentile must be in [0, 100), got {self.drop_percentile}")
-        if self.pixel_stride < 1:
-            raise ValueError(f"map pixel_stride must be >= 1, got {self.pixel_stride}")
+    prefix: ClassVar[str] = "map."
+    voxel_size: float = option(
+        0.01, "Initial voxel edge of the map; grows automatically to keep the map under map.max_points.",
+        unit="map units", low=1e-6, high=100.0, restart=True,
+    )
+    max_points: int = option(1_000_000, "Upper bound on map points (voxels).", low=1, high=1_000_000_000, restart=True)
+    min_confidence: float = option(
+        0.0, "Absolute confidence below which a pixel enters neither the map, the window cloud nor the "
+        "depth images (model scale: VGGT's confidence is >= 1).", low=0.0, high=1e9,
+    )
+    drop_percentile: float = option(
+        0.0, "Also leave out of the map the lowest this-percentile of each window's confidences (for "
+        "models without a confidence threshold of their own, e.g. model.conf_thres).",
+        unit="percentile", low=0.0, high=99.0,
+    )
+    pixel_stride: int = option(
+        2, "Map every n-th pixel in both directions; at model resolution a pixel covers far less than a "
+        "voxel, so 2 loses little detail and adds a window about 4x faster.", low=1, high=64,
+    )
 
 
 @dataclass
@@ -99,13 +96,15 @@ class GlobalMap:
         return self._voxels.voxel_size
 
     def add_window(self, window: WindowInMap) -> None:
-        """Add the window's new keyframes: their poses to the trajectory, their pixels to the cloud."""
+        """Add the window's new keyframes: their poses to the trajectory, their pixels to the cloud
+        (those the model kept, then filtered by confidence)."""
         stride = self.config.pixel_stride
         views = window.new_views
         points = colors = weights = None
         if views:
             confidence = np.concatenate([window.confidences[v][::stride, ::stride].reshape(-1) for v in views])
-            keep = confidence_mask(confidence, self.config.min_confidence, self.config.drop_percentile)
+            model_mask = np.concatenate([window.masks[v][::stride, ::stride].reshape(-1) for v in views])
+            keep = model_mask & confidence_mask(confidence, self.config.min_confidence, self.config.drop_percentile)
             points = np.concatenate([window.points[v][::stride, ::stride].reshape(-1, 3) for v in views])[keep]
             colors = np.concatenate([window.images[v][::stride, ::stride].reshape(-1, 3) for v in views])[keep]
             weights = confidence[keep]

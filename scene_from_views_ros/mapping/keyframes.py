@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import cv2
 import numpy as np
+
+from ..core.options import Options, option
 
 
 @dataclass
@@ -57,29 +60,24 @@ class Keyframe:
         return self.frame.camera_id
 
 
-@dataclass
-class KeyframeConfig:
-    """Keyframe selection settings.
+@dataclass(frozen=True)
+class KeyframeConfig(Options):
+    """Keyframe selection settings (parameters ``keyframe.*``)."""
 
-    min_interval_s: per camera, minimum time between two keyframes (frame stamps).
-    min_change: minimum mean absolute difference (0-1) between the grey thumbnails of the
-        frame and of the camera's last keyframe; 0 accepts every frame that passes the timing.
-    max_rate_hz: cap on keyframes per second over all cameras (0 = no cap).
-    thumbnail_width: width in pixels of the grey thumbnail the change is measured on.
-    """
-
-    min_interval_s: float = 0.0
-    min_change: float = 0.05
-    max_rate_hz: float = 0.0
-    thumbnail_width: int = 32
-
-    def __post_init__(self) -> None:
-        if self.min_interval_s < 0 or self.max_rate_hz < 0:
-            raise ValueError("keyframe min_interval_s and max_rate_hz must be >= 0")
-        if not 0 <= self.min_change <= 1:
-            raise ValueError(f"keyframe min_change must be in [0, 1], got {self.min_change}")
-        if self.thumbnail_width < 4:
-            raise ValueError(f"keyframe thumbnail_width must be >= 4, got {self.thumbnail_width}")
+    prefix: ClassVar[str] = "keyframe."
+    min_interval_s: float = option(
+        0.0, "Per camera, minimum time between two keyframes (frame stamps).", unit="s", low=0.0, high=3600.0,
+    )
+    min_change: float = option(
+        0.05, "Minimum mean absolute difference (0-1) between the grey thumbnails of a frame and of its "
+        "camera's last keyframe; 0 accepts every frame that passes the timing.", low=0.0, high=1.0,
+    )
+    max_rate_hz: float = option(
+        0.0, "Cap on keyframes per second over all cameras (0 = no cap).", unit="Hz", low=0.0, high=1000.0,
+    )
+    thumbnail_width: int = option(
+        32, "Width of the grey thumbnail the image change is measured on.", unit="pixels", low=4, high=1024,
+    )
 
 
 def grey_thumbnail(image: np.ndarray, width: int) -> np.ndarray:

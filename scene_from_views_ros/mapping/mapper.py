@@ -41,13 +41,22 @@ from .windows import Window, WindowBuilder, WindowConfig
 Reconstructor = Callable[[list[Keyframe]], SceneFromViewsResult]
 
 
+def kept_confidence(confidence: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The confidence with the pixels the model did not keep set to 0, so that chaining
+    (which ignores zero weights) uses only what the model vouches for."""
+    return confidence if mask is None else np.where(mask, confidence, np.float32(0))
+
+
 def as_reconstructor(backend: Any, **kwargs: Any) -> Reconstructor:
     """Adapt a model (anything with ``reconstruct(images, rgb=True, **kw)``) to a Reconstructor.
 
     `kwargs` are passed to every `reconstruct` call; a plain callable is returned unchanged.
+    The mapper uses the per-view outputs only, so the model skips fusing a global cloud.
     """
     if hasattr(backend, "reconstruct"):
-        return lambda keyframes: backend.reconstruct([keyframe.image for keyframe in keyframes], rgb=True, **kwargs)
+        return lambda keyframes: backend.reconstruct(
+            [keyframe.image for keyframe in keyframes], rgb=True, as_pointcloud=False, **kwargs
+        )
     if callable(backend):
         return backend
     raise TypeError(f"a mapping backend needs a reconstruct(images, rgb=True) method or must be callable, got {type(backend).__name__}")
@@ -73,6 +82,7 @@ class MapperStats:
     pending: int = 0
     windows_done: int = 0
     windows_failed: int = 0
+    views_rejected: int = 0  # keyframes a model left out of its window (e.g. VGGT-Robust's outliers)
     map_points: int = 0
     reconstruct_s: float = 0.0
     chain_s: float = 0.0  # Sim(3) fit + moving the window's outputs into the map frame
@@ -271,6 +281,7 @@ class SlidingWindowMapper:
                 placed = self._place(window, result)
                 placed.timings["reconstruct_s"] = reconstruct_s
                 with self._lock:
+                    self._stats.views_rejected += len(window) - len(placed.keyframes)
                     self._stats.reconstruct_s = reconstruct_s
                     self._stats.chain_s = placed.timings["chain_s"]
                     self._stats.integrate_s = placed.timings["integrate_s"]
@@ -304,7 +315,7 @@ class SlidingWindowMapper:
             fit = estimate_window_to_map(
                 [reference for _, reference in shared],
                 [result.point_clouds[position] for position, _ in shared],
-                [result.confidences[position] for position, _ in shared],
+                [kept_confidence(result.confidences[position], result.masks and result.masks[position]) for position, _ in shared],
                 self.config.chain,
             )
             if not fit.ok:
@@ -316,12 +327,12 @@ class SlidingWindowMapper:
         moved = time.perf_counter()
         self.map.add_window(placed)
         integrate_s = time.perf_counter() - moved
-        anchor = window.keyframes[-self.config.window.window_overlap :]
+        anchor = window.keyframes[-self.config.window.overlap :]
         position_of = {kf.keyframe_id: position for position, kf in enumerate(keyframes)}
         self._references = {
             kf.keyframe_id: OverlapReference(
                 placed.points[position_of[kf.keyframe_id]],
-                placed.confidences[position_of[kf.keyframe_id]],
+                kept_confidence(placed.confidences[position_of[kf.keyframe_id]], placed.masks[position_of[kf.keyframe_id]]),
                 placed.poses[position_of[kf.keyframe_id]][:3, 3],
             )
             for kf in anchor

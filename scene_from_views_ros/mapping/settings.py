@@ -1,44 +1,48 @@
-"""Mapping settings from ROS-style parameters, shared by the node and the offline tool.
+"""Every parameter of the node and the offline tool: declared once, read by both.
 
-Both read the same flat parameter names (what ``ros2 param`` shows and what
-``config/scene_from_views.yaml`` holds under ``scene_from_views: ros__parameters:``):
+The parameters are flat dotted names (what ``ros2 param`` shows and what the node's YAML
+file holds under ``scene_from_views: ros__parameters:``).  Each group is an `Options`
+dataclass declared beside the code that uses it (`KeyframeConfig` in keyframes.py, ...) or
+here; `PARAMETER_GROUPS` lists them, and ``model.*`` are the options of the model class
+that ``model_type`` names (its ``options_class``), ``optimizer.*`` those of the optimizer:
 
 ==========================  ===============================================================
-``model_type``              factory type ("vggt", "vggt_robust", ...)
-``device``                  "cpu", "cuda", "cuda:1"; "" or "auto" picks cuda when available
-``model.<kwarg>``           keyword argument of the model (checkpoint, config, target_size,
-                            conf_thres, ...); "" (ROS has no None) means the model's default
-``optimizer.type``          scene optimizer name, "" for none
-``optimizer.<kwarg>``       keyword argument of that optimizer
-``keyframe.<field>``        `KeyframeConfig` fields (min_interval_s, min_change, ...)
-``window.size``,            `WindowConfig.window_size`, `.window_overlap`, `.period_s`
-``window.overlap``,
-``window.period_s``
-``chain.<field>``           `ChainConfig` fields (metric is forced on for metric models)
-``map.<field>``             `MapConfig` fields (voxel_size, max_points, ...), plus
-                            ``map.output_dir`` (where maps are saved, default "sfv_map")
-``map_frame`` ...           the TF frame names (`FrameNames`)
+``model_type``, ``device``  `RunOptions`: the model family and torch device
+``model.<option>``          the model's declared options (`SceneFromViewsBase.options_class`)
+``optimizer.type``          `OptimizerChoice`; ``optimizer.<option>`` the optimizer's options
+``keyframe.*``              `KeyframeConfig`
+``window.*``                `WindowConfig`
+``chain.*``                 `ChainConfig` (metric is forced on for metric models)
+``map.*``                   `MapConfig` and `OutputConfig` (``map.output_dir``)
+``map_frame`` ...           `FrameNames`
+``image_topics`` ...        `NodeInputs` (node only; the offline tool checks and ignores them)
+``publish.*``               `PublishConfig` (node only)
 ==========================  ===============================================================
 
-Defaults are the config dataclasses' (`default_parameters`), descriptions and ranges are in
-`PARAMETER_SPECS`; the node declares its ROS parameters from these.  Any other name (image
-topics, QoS, publish.*, ...) is kept in `MappingSettings.other` for the node, so one YAML file
-serves both programs; a misspelt name inside the keyframe, window, chain and map groups is an
-error that lists the valid names.  No rclpy here.
+`settings_from_parameters` checks a whole set of values (types, ranges, choices, unknown
+names with the close matches) and returns `MappingSettings`; the node calls it at start-up
+and on every ``ros2 param set``, the offline tool on its parameter file and ``-p`` values,
+so both accept exactly the same values.  No rclpy here.
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import difflib
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
-from ..core.errors import ModelNotImplementedError, SceneFromViewsError
+from ..core.base import ModelOptions, SceneFromViewsBase
+from ..core.device import resolve_device
+from ..core.errors import InvalidOptionError, SceneFromViewsError, UnknownKwargError
 from ..core.factory import implemented_types, model_class, scene_from_views_factory
+from ..core.options import Options, OptionSpec, option
 from ..core.types import SceneFromViewsType
+from ..optimizers import SceneOptimizerBase, available_optimizers, optimizer_class, scene_optimizer_factory
 from .chaining import ChainConfig
 from .global_map import MapConfig
 from .keyframes import KeyframeConfig
@@ -46,137 +50,268 @@ from .mapper import MapperConfig
 from .windows import WindowConfig
 
 DEFAULT_NODE_NAME = "scene_from_views"
-DEFAULT_OUTPUT_DIR = "sfv_map"
-OUTPUT_DIR_PARAMETER = "map.output_dir"
-OPTIMIZER_TYPE = "optimizer.type"
-_GROUPS: dict[str, type] = {"keyframe": KeyframeConfig, "window": WindowConfig, "chain": ChainConfig, "map": MapConfig}
-# Parameter names that differ from "<group>.<field>" (the window group drops the repetition).
-_RENAMED = {("window", "window_size"): "window.size", ("window", "window_overlap"): "window.overlap"}
-# Parameter name -> (MapperConfig group, field), for every mapper setting.
-MAPPER_PARAMETERS: dict[str, tuple[str, str]] = {
-    _RENAMED.get((group, item.name), f"{group}.{item.name}"): (group, item.name)
-    for group, cls in _GROUPS.items()
-    for item in dataclasses.fields(cls)
-}
+IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
+_DEVICE = re.compile(r"^(|auto|cpu|cuda(:\d+)?)$")
 
 
 class SettingsError(SceneFromViewsError, ValueError):
-    """A parameter name or value is invalid, or a parameter file cannot be read."""
+    """A parameter file cannot be read, or holds no section for the node."""
 
 
-@dataclass
-class FrameNames:
+@dataclass(frozen=True)
+class RunOptions(Options):
+    """The model family and where it runs."""
+
+    model_type: str = option(
+        SceneFromViewsType.VGGT.value, "Reconstruction model family; its options are the model.* parameters.",
+        choices=tuple(t.value for t in implemented_types()), restart=True,
+    )
+    device: str = option(
+        "", "Torch device of the model: '' or 'auto' = cuda when available, else cpu; or 'cpu', 'cuda', "
+        "'cuda:1'. A change rebuilds the model between windows (the map is kept).",
+    )
+
+    def check_together(self) -> None:
+        if not _DEVICE.match(self.device.strip().lower()):
+            raise InvalidOptionError(f"device={self.device!r} is not allowed: expected '', auto, cpu, cuda or cuda:N")
+        try:
+            resolve_device(self.device)
+        except SceneFromViewsError as error:
+            raise InvalidOptionError(f"device={self.device!r} is not allowed: {error}") from error
+
+
+@dataclass(frozen=True)
+class OptimizerChoice(Options):
+    """The scene optimizer run on each window."""
+
+    prefix: ClassVar[str] = "optimizer."
+    type: str = option(
+        "", "Scene optimizer run on each window ('' = none); its settings are optimizer.<option> parameters.",
+        choices=("", *available_optimizers()),
+    )
+
+
+@dataclass(frozen=True)
+class FrameNames(Options):
     """TF frame names: the map, the newest keyframe's camera, and each keyframe (prefix + id)."""
 
-    map_frame: str = "map"
-    camera_frame: str = "sfv_camera"
-    keyframe_frame_prefix: str = "sfv_keyframe_"
+    map_frame: str = option("map", "Frame of the map (the first keyframe's optical frame).", nonempty=True)
+    camera_frame: str = option("sfv_camera", "TF frame of the newest keyframe's camera (optical axes).", nonempty=True)
+    keyframe_frame_prefix: str = option("sfv_keyframe_", "TF frame of keyframe <id> is <prefix><id>.", nonempty=True)
 
-    def __post_init__(self) -> None:
-        names = [self.map_frame, self.camera_frame, self.keyframe_frame_prefix]
-        if not all(names) or self.map_frame == self.camera_frame:
-            raise SettingsError(
-                f"map_frame, camera_frame and keyframe_frame_prefix must be non-empty and map_frame != camera_frame, got {names}"
-            )
+    def check_together(self) -> None:
+        if self.map_frame == self.camera_frame:
+            raise InvalidOptionError(f"camera_frame={self.camera_frame!r} is not allowed: it must differ from map_frame")
 
     def keyframe_frame(self, keyframe_id: int) -> str:
         return f"{self.keyframe_frame_prefix}{keyframe_id}"
 
 
-@dataclass
-class MappingSettings:
-    """Everything a mapping run needs, translated from parameters."""
+@dataclass(frozen=True)
+class OutputConfig(Options):
+    """Where maps are saved."""
 
-    model_type: SceneFromViewsType = SceneFromViewsType.VGGT
-    device: str | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    optimizer_type: str | None = None
-    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
-    mapper: MapperConfig = field(default_factory=MapperConfig)
-    frames: FrameNames = field(default_factory=FrameNames)
-    output_dir: str = DEFAULT_OUTPUT_DIR
-    other: dict[str, Any] = field(default_factory=dict)
-
-    def build_model(self) -> Any:
-        """The model, via the factory (unknown kwargs and missing weights raise its clear errors)."""
-        return scene_from_views_factory(self.model_type, device=self.device, **self.model_kwargs)
-
-    def build_optimizer(self) -> Any:
-        """The scene optimizer instance, or None; built up front so a bad name fails at start."""
-        if not self.optimizer_type:
-            return None
-        from ..optimizers import scene_optimizer_factory
-
-        return scene_optimizer_factory(self.optimizer_type, **self.optimizer_kwargs)
-
-
-def default_parameters() -> dict[str, Any]:
-    """Every shared parameter name with its default value (the node declares these too)."""
-    params: dict[str, Any] = {"model_type": SceneFromViewsType.VGGT.value, "device": "", OPTIMIZER_TYPE: ""}
-    configs = {group: cls() for group, cls in _GROUPS.items()}
-    params.update({name: getattr(configs[group], attr) for name, (group, attr) in MAPPER_PARAMETERS.items()})
-    params[OUTPUT_DIR_PARAMETER] = DEFAULT_OUTPUT_DIR
-    params.update(dataclasses.asdict(FrameNames()))
-    return params
+    prefix: ClassVar[str] = "map."
+    output_dir: str = option(
+        "sfv_map", "Folder that ~/save_map (and the offline tool without --out) writes the map into.", nonempty=True,
+    )
 
 
 @dataclass(frozen=True)
-class ParamSpec:
-    """One parameter: its default, what it does, and its valid values ((min, max) for numbers,
-    `choices` for strings).  Shared parameters take their default from the code
-    (`default_parameters`); the node declares each with a ROS descriptor made from this."""
+class NodeInputs(Options):
+    """The node's camera inputs and diagnostics (the offline tool checks and ignores them)."""
+
+    image_topics: tuple = option(
+        ("/camera/image_raw",), "Camera topics; a name ending in '/compressed' is subscribed as "
+        "sensor_msgs/CompressedImage, others as sensor_msgs/Image.", nonempty=True, restart=True,
+    )
+    camera_info_topics: tuple = option(
+        (), "Optional CameraInfo topics, one per image topic in the same order ('' skips one); their K is "
+        "kept with each keyframe.", restart=True,
+    )
+    image_qos: str = option(
+        "sensor_data", "QoS of the camera subscriptions: sensor_data (best effort, as camera drivers "
+        "publish) or reliable (bag playback, republishers).", choices=IMAGE_QOS_CHOICES, restart=True,
+    )
+    image_qos_depth: int = option(5, "History depth of the camera subscriptions.", unit="messages", low=1, high=1000, restart=True)
+    diagnostics_period_s: float = option(1.0, "Period of /diagnostics.", unit="s", low=0.1, high=60.0, restart=True)
+
+    def check_together(self) -> None:
+        if len(self.camera_info_topics) > len(self.image_topics):
+            raise InvalidOptionError(
+                f"camera_info_topics={list(self.camera_info_topics)} is not allowed: at most one per image topic "
+                f"({len(self.image_topics)}), in the same order"
+            )
+
+
+@dataclass(frozen=True)
+class PublishConfig(Options):
+    """What the node publishes per window."""
+
+    prefix: ClassVar[str] = "publish."
+    window_cloud_stride: int = option(1, "Publish every n-th pixel of each view in ~/window_cloud.", low=1, high=64)
+    depth: bool = option(True, "Publish ~/depth, ~/depth/camera_info and ~/confidence per keyframe.")
+
+
+# Every group of fixed parameters, in the order the YAML file and the docs list them.
+PARAMETER_GROUPS: tuple[type[Options], ...] = (
+    RunOptions, OptimizerChoice, NodeInputs, FrameNames, KeyframeConfig, WindowConfig, ChainConfig, MapConfig,
+    OutputConfig, PublishConfig,
+)
+NODE_ONLY_GROUPS: tuple[type[Options], ...] = (NodeInputs, PublishConfig)
+MODEL_PREFIX = ModelOptions.prefix
+OPTIMIZER_PREFIX = OptimizerChoice.prefix
+
+
+def _fixed_parameters() -> dict[str, tuple[type[Options], str]]:
+    table = {}
+    for group in PARAMETER_GROUPS:
+        for name in group.names(exposed=True):
+            table[group.label(name)] = (group, name)
+    return table
+
+
+# Parameter name -> (group, option name) of every parameter but model.* and optimizer.<option>.
+FIXED_PARAMETERS = _fixed_parameters()
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter: its name, its declaration, and the group that owns it."""
 
     name: str
-    default: Any
-    description: str
-    value_range: tuple[float, float] | None = None
-    choices: tuple[str, ...] | None = None
+    spec: OptionSpec
+    group: type[Options]
 
 
-def _spec(name: str, description: str, value_range: tuple[float, float] | None = None,
-          choices: tuple[str, ...] | None = None) -> ParamSpec:
-    return ParamSpec(name, _DEFAULTS[name], description, value_range, choices)
+def parameters(model_type: str | SceneFromViewsType = SceneFromViewsType.VGGT) -> Iterator[Parameter]:
+    """Every parameter of a run with `model_type`: the fixed ones, then its model's options."""
+    for name, (group, option_name) in FIXED_PARAMETERS.items():
+        yield Parameter(name, group.spec(option_name), group)
+    options = model_class(model_type).options_class
+    for spec in options.specs():
+        if spec.exposed:
+            yield Parameter(options.label(spec.name), spec, options)
 
 
-_DEFAULTS = default_parameters()
-# Every shared parameter (the test suite checks that none is missing).
-PARAMETER_SPECS: tuple[ParamSpec, ...] = (
-    _spec("model_type", "Reconstruction model family (restart to change).",
-          choices=tuple(t.value for t in implemented_types())),
-    _spec("device", "Torch device for the model: '' picks cuda when available, else cpu; "
-          "e.g. 'cpu', 'cuda', 'cuda:1'. A change rebuilds the model between windows."),
-    _spec(OPTIMIZER_TYPE, "Scene optimizer run on each window ('' = none); its settings are "
-          "optimizer.<kwarg> parameters."),
-    _spec("map_frame", "Frame of the map (the first keyframe's optical frame)."),
-    _spec("camera_frame", "TF frame of the newest keyframe's camera (optical axes)."),
-    _spec("keyframe_frame_prefix", "TF frame of keyframe <id> is <prefix><id>."),
-    _spec("keyframe.min_interval_s", "Per camera, minimum time between keyframes (stamps).", (0.0, 3600.0)),
-    _spec("keyframe.min_change", "Minimum mean absolute grey difference (0-1) of a frame's thumbnail to "
-          "the last keyframe's; 0 accepts every frame.", (0.0, 1.0)),
-    _spec("keyframe.max_rate_hz", "Cap on keyframes per second over all cameras (0 = none).", (0.0, 1000.0)),
-    _spec("keyframe.thumbnail_width", "Width in pixels of the grey thumbnail the change is measured on.", (4, 1024)),
-    _spec("window.size", "Keyframes per reconstruction window.", (2, 512)),
-    _spec("window.overlap", "Keyframes shared by consecutive windows (1 .. window.size - 1).", (1, 511)),
-    _spec("window.period_s", "Also reconstruct a partial window when its newest keyframe is this many "
-          "seconds newer than the last window's (0 = full windows only).", (0.0, 3600.0)),
-    _spec("chain.metric", "Chain windows with SE(3) instead of Sim(3) (always on for metric models)."),
-    _spec("chain.max_correspondences", "Overlap pixels sampled to place a window.", (3, 10_000_000)),
-    _spec("chain.drop_percentile", "Drop sampled pixels under this confidence percentile (0-100).", (0.0, 99.0)),
-    _spec("chain.inlier_threshold", "RANSAC inlier distance relative to the point's distance from the camera.",
-          (1e-6, 10.0)),
-    _spec("chain.min_correspondences", "Fewer valid correspondences reject the window.", (3, 10_000_000)),
-    _spec("chain.min_inlier_ratio", "A lower inlier ratio rejects the window.", (0.0, 1.0)),
-    _spec("chain.seed", "Seed of pixel sampling and RANSAC (reproducible maps).", (0, 2**31 - 1)),
-    _spec("map.voxel_size", "Initial voxel edge of the map in map units (grows to respect map.max_points).",
-          (1e-6, 100.0)),
-    _spec("map.max_points", "Upper bound on map points.", (1, 1_000_000_000)),
-    _spec("map.min_confidence", "Absolute confidence below which a pixel is neither mapped nor in the window "
-          "cloud (model scale: VGGT's is >= 1).", (0.0, 1e9)),
-    _spec("map.drop_percentile", "Also leave out the lowest this-percentile of each window's confidences "
-          "from the map.", (0.0, 99.0)),
-    _spec("map.pixel_stride", "Map every n-th pixel in both directions.", (1, 64)),
-    _spec(OUTPUT_DIR_PARAMETER, "Folder that ~/save_map writes map.ply and map_trajectory.tum into."),
-)
+def default_parameters(model_type: str | SceneFromViewsType = SceneFromViewsType.VGGT) -> dict[str, Any]:
+    """{name: default} of every parameter of a run with `model_type`."""
+    defaults = {p.name: list(p.spec.default) if p.spec.kind is tuple else p.spec.default for p in parameters(model_type)}
+    defaults["model_type"] = SceneFromViewsType(model_type).value
+    return defaults
+
+
+@dataclass(frozen=True)
+class MappingSettings:
+    """Everything a mapping run needs, checked; built by `settings_from_parameters`."""
+
+    run: RunOptions = field(default_factory=RunOptions)
+    model: ModelOptions | None = None
+    optimizer: OptimizerChoice = field(default_factory=OptimizerChoice)
+    optimizer_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    inputs: NodeInputs = field(default_factory=NodeInputs)
+    frames: FrameNames = field(default_factory=FrameNames)
+    mapper: MapperConfig = field(default_factory=MapperConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    given: frozenset[str] = frozenset()  # the parameter names that were set (not defaulted)
+
+    @property
+    def model_type(self) -> SceneFromViewsType:
+        return SceneFromViewsType(self.run.model_type)
+
+    @property
+    def device(self) -> str | None:
+        """The torch device, None for "pick cuda when available"."""
+        device = self.run.device.strip()
+        return None if device in ("", "auto") else device
+
+    @property
+    def model_class(self) -> type[SceneFromViewsBase]:
+        return model_class(self.model_type)
+
+    @property
+    def model_options(self) -> ModelOptions:
+        return self.model if self.model is not None else self.model_class.options_class()
+
+    @property
+    def output_dir(self) -> str:
+        return self.output.output_dir
+
+    def node_only_given(self) -> list[str]:
+        """Parameters set for the node alone (the offline tool reports and ignores them)."""
+        node_only = {name for name, (group, _) in FIXED_PARAMETERS.items() if group in NODE_ONLY_GROUPS}
+        return sorted(self.given & node_only)
+
+    def model_signature(self) -> tuple[Any, ...]:
+        """What building the model depends on: a change of it means a rebuild, any other
+        model change is a per-call option applied to the loaded network."""
+        values = self.model_options.values()
+        construction = [(name, values[name]) for name in self.model_class.construction_kwargs()]
+        return (self.model_type, self.device, repr(construction))
+
+    def build_model(self) -> SceneFromViewsBase:
+        """The model, via the factory (missing weights raise its clear errors)."""
+        return scene_from_views_factory(self.model_type, device=self.device, **self.model_options.values())
+
+    def build_optimizer(self) -> SceneOptimizerBase | None:
+        """The scene optimizer, or None; built up front so a bad one fails at start."""
+        if not self.optimizer.type:
+            return None
+        return scene_optimizer_factory(self.optimizer.type, **self.optimizer_kwargs)
+
+
+def _unknown_parameters(names: list[str], valid: list[str]) -> UnknownKwargError:
+    hints = []
+    for name in names:
+        close = difflib.get_close_matches(name, valid, n=1)
+        hints.append(name + (f" (did you mean {close[0]}?)" if close else ""))
+    return UnknownKwargError(
+        f"unknown parameter{'s' if len(names) > 1 else ''} {', '.join(hints)}; every parameter is listed "
+        "in config/scene_from_views.yaml and by scene_from_views_map --list-parameters"
+    )
+
+
+def settings_from_parameters(params: Mapping[str, Any]) -> MappingSettings:
+    """Check flat parameters (dotted names; unset ones keep their defaults) and return the
+    settings.  Raises UnknownKwargError for a name that is no parameter and InvalidOptionError
+    for a value of the wrong type, out of range or not among the choices."""
+    grouped: dict[type[Options], dict[str, Any]] = {group: {} for group in PARAMETER_GROUPS}
+    model_values: dict[str, Any] = {}
+    optimizer_values: dict[str, Any] = {}
+    unknown = []
+    for name, value in params.items():
+        if name in FIXED_PARAMETERS:
+            group, option_name = FIXED_PARAMETERS[name]
+            grouped[group][option_name] = value
+        elif name.startswith(MODEL_PREFIX):
+            model_values[name[len(MODEL_PREFIX):]] = value
+        elif name.startswith(OPTIMIZER_PREFIX):
+            optimizer_values[name[len(OPTIMIZER_PREFIX):]] = value
+        else:
+            unknown.append(name)
+    if unknown:
+        raise _unknown_parameters(sorted(unknown), list(FIXED_PARAMETERS))
+    built = {group: group.create(values, exposed_only=True) for group, values in grouped.items()}
+    run = built[RunOptions]
+    model_cls = model_class(run.model_type)
+    model = model_cls.options_class.create(model_values, exposed_only=True)
+    optimizer = built[OptimizerChoice]
+    if optimizer_values:
+        if not optimizer.type:
+            names = ", ".join(f"{OPTIMIZER_PREFIX}{name}" for name in optimizer_values)
+            raise InvalidOptionError(f"{names} set but optimizer.type is empty; set optimizer.type or remove them")
+        optimizer_class(optimizer.type).options_class.create(optimizer_values, exposed_only=True)
+    chain = built[ChainConfig]
+    mapper = MapperConfig(
+        keyframe=built[KeyframeConfig], window=built[WindowConfig], map=built[MapConfig],
+        chain=chain.changed(metric=True) if model_cls.is_metric else chain,
+    )
+    return MappingSettings(
+        run=run, model=model, optimizer=optimizer, optimizer_kwargs=dict(optimizer_values),
+        inputs=built[NodeInputs], frames=built[FrameNames], mapper=mapper, output=built[OutputConfig],
+        publish=built[PublishConfig], given=frozenset(params),
+    )
 
 
 def flatten_parameters(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -224,98 +359,3 @@ def load_parameter_file(path: str | Path, node_name: str = DEFAULT_NODE_NAME) ->
             raise SettingsError(f"parameter file {path}: ros__parameters must be a mapping, got {type(body).__name__}")
         params.update(flatten_parameters(body))
     return params
-
-
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """`value` as the type of the field's default (ints accepted for floats, integral floats for ints)."""
-    kind = type(default)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(value, kind):
-        return value
-    raise SettingsError(f"parameter {name} must be {kind.__name__}, got {value!r} ({type(value).__name__})")
-
-
-def _mapper_config(values: dict[str, Any], is_metric: bool) -> MapperConfig:
-    """MapperConfig from mapper parameters (names of MAPPER_PARAMETERS), values type-checked."""
-    fields: dict[str, dict[str, Any]] = {group: {} for group in _GROUPS}
-    defaults = {group: cls() for group, cls in _GROUPS.items()}
-    for name, value in values.items():
-        group, attr = MAPPER_PARAMETERS[name]
-        fields[group][attr] = _coerce(name, value, getattr(defaults[group], attr))
-    fields["chain"]["metric"] = bool(fields["chain"].get("metric", False) or is_metric)
-    configs = {}
-    for group, cls in _GROUPS.items():
-        try:
-            configs[group] = cls(**fields[group])
-        except ValueError as error:
-            raise SettingsError(f"invalid {group}.* parameters: {error}") from error
-    return MapperConfig(**configs)
-
-
-def _kwargs(params: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """`prefix.<name>` parameters as keyword arguments; "" and None (ROS's "unset") are left out."""
-    return {
-        name[len(prefix) + 1 :]: value
-        for name, value in params.items()
-        if name.startswith(f"{prefix}.") and value is not None and value != ""
-    }
-
-
-def settings_from_parameters(params: Mapping[str, Any]) -> MappingSettings:
-    """Translate flat parameters (dotted names) into `MappingSettings`; see the module table."""
-    params = dict(params)
-    model_type = SceneFromViewsType(str(params.pop("model_type", SceneFromViewsType.VGGT.value)))
-    device = str(params.pop("device", "") or "").strip()
-    optimizer_type = str(params.pop(OPTIMIZER_TYPE, "") or "").strip() or None
-    model_kwargs, optimizer_kwargs = _kwargs(params, "model"), _kwargs(params, "optimizer")
-    if optimizer_kwargs and optimizer_type is None:
-        names = ", ".join(f"optimizer.{name}" for name in optimizer_kwargs)
-        raise SettingsError(f"{names} set but optimizer.type is empty; set optimizer.type or remove them")
-    output_dir = params.pop(OUTPUT_DIR_PARAMETER, DEFAULT_OUTPUT_DIR)
-    if not isinstance(output_dir, str) or not output_dir:
-        raise SettingsError(f"parameter {OUTPUT_DIR_PARAMETER} must be a non-empty folder path, got {output_dir!r}")
-    frame_defaults = dataclasses.asdict(FrameNames())
-    frames = FrameNames(**{name: _coerce(name, params.pop(name), default) for name, default in frame_defaults.items() if name in params})
-    mapper_values: dict[str, Any] = {}
-    other: dict[str, Any] = {}
-    for name, value in params.items():
-        group, dot, _ = name.partition(".")
-        if dot and group in ("model", "optimizer"):
-            continue
-        if name in MAPPER_PARAMETERS:
-            mapper_values[name] = value
-        elif dot and group in _GROUPS:
-            valid = ", ".join(n for n in [*MAPPER_PARAMETERS, OUTPUT_DIR_PARAMETER] if n.startswith(f"{group}."))
-            raise SettingsError(f"unknown parameter {name}; valid: {valid}")
-        else:
-            other[name] = value
-    return MappingSettings(
-        model_type=model_type,
-        device=None if device in ("", "auto") else device,
-        model_kwargs=model_kwargs,
-        optimizer_type=optimizer_type,
-        optimizer_kwargs=optimizer_kwargs,
-        mapper=_mapper_config(mapper_values, _model_is_metric(model_type)),
-        frames=frames,
-        output_dir=output_dir,
-        other=other,
-    )
-
-
-def _model_is_metric(model_type: SceneFromViewsType) -> bool:
-    """Whether the model predicts metres (chaining then fits SE(3)); False if not implemented
-    (building such a model fails later with the factory's clear error)."""
-    try:
-        return bool(model_class(model_type).is_metric)
-    except ModelNotImplementedError:
-        return False

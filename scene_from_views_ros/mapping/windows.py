@@ -1,6 +1,6 @@
 """Sliding windows of keyframes that overlap the previous window, with bounded memory.
 
-A window is the `window_overlap` last keyframes of the previously *placed* window (the
+A window is the `overlap` last keyframes of the previously *placed* window (the
 anchor: already in the map frame, they tie the new window to the map) followed by new
 keyframes.  New keyframes wait in a pending queue that holds at most the free slots of the
 next window; when inference is slower than the camera the oldest pending keyframe is
@@ -11,35 +11,35 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import ClassVar
 
+from ..core.errors import InvalidOptionError
+from ..core.options import Options, option
 from .keyframes import Keyframe
 
 
-@dataclass
-class WindowConfig:
-    """Window settings.
+@dataclass(frozen=True)
+class WindowConfig(Options):
+    """Window settings (parameters ``window.*``)."""
 
-    window_size: keyframes per reconstruction (>= 2).
-    window_overlap: keyframes shared by consecutive windows (1 <= overlap < window_size);
-        more overlap gives a better-conditioned chaining at the cost of fewer new keyframes.
-    period_s: also reconstruct when the newest pending keyframe is this many seconds (by
-        stamps) newer than the newest keyframe of the last window, even if the window is not
-        full (0 = only full windows).
-    """
+    prefix: ClassVar[str] = "window."
+    size: int = option(8, "Keyframes per reconstruction window.", unit="keyframes", low=2, high=512, restart=True)
+    overlap: int = option(
+        2, "Keyframes shared by consecutive windows (1 .. window.size - 1); more overlap conditions the "
+        "chaining better, at the cost of fewer new keyframes per window.", unit="keyframes", low=1, high=511,
+        restart=True,
+    )
+    period_s: float = option(
+        0.0, "Also reconstruct a partial window when its newest keyframe is this much newer (stamps) than "
+        "the last window's (0 = full windows only).", unit="s", low=0.0, high=3600.0, restart=True,
+    )
 
-    window_size: int = 8
-    window_overlap: int = 2
-    period_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.window_size < 2:
-            raise ValueError(f"window_size must be >= 2, got {self.window_size}")
-        if not 1 <= self.window_overlap < self.window_size:
-            raise ValueError(
-                f"window_overlap must be in [1, window_size - 1] = [1, {self.window_size - 1}], got {self.window_overlap}"
+    def check_together(self) -> None:
+        if self.overlap >= self.size:
+            raise InvalidOptionError(
+                f"{self.label('overlap')}={self.overlap} is not allowed with {self.label('size')}={self.size}: "
+                f"expected an integer in [1, {self.size - 1}] (window.size - 1)"
             )
-        if self.period_s < 0:
-            raise ValueError(f"window period_s must be >= 0, got {self.period_s}")
 
 
 @dataclass
@@ -68,7 +68,7 @@ class WindowBuilder:
     def configure(self, config: WindowConfig) -> None:
         """Use new settings from the next window on (pending keyframes over capacity are dropped)."""
         self.config = config
-        self._anchor = self._anchor[-config.window_overlap :]
+        self._anchor = self._anchor[-config.overlap :]
         self._trim()
 
     def reset(self) -> None:
@@ -81,7 +81,7 @@ class WindowBuilder:
     @property
     def capacity(self) -> int:
         """How many new keyframes the next window takes (and the pending queue holds)."""
-        return self.config.window_size - len(self._anchor)
+        return self.config.size - len(self._anchor)
 
     @property
     def num_pending(self) -> int:
@@ -120,5 +120,5 @@ class WindowBuilder:
 
     def commit(self, window: Window) -> None:
         """The window was placed in the map: its last keyframes become the next anchor."""
-        self._anchor = window.keyframes[-self.config.window_overlap :]
+        self._anchor = window.keyframes[-self.config.overlap :]
         self._trim()

@@ -17,16 +17,62 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.base import SceneFromViewsBase
-from ..core.checkpoint import load_checkpoint_into, resolve_checkpoint
+from ..core.base import ModelOptions, SceneFromViewsBase, checkpoint_option
+from ..core.checkpoint import build_network, resolve_checkpoint
 from ..core.errors import InvalidImageError
+from ..core.options import BUILD, option
 from ..core.result import PointCloud, SceneFromViewsResult
 from ..core.types import SceneFromViewsType
 from ..geometry.camera import extrinsics_to_poses, pose_encoding_to_extrinsics_intrinsics, unproject_depth
 from .networks.vggt import VGGT, VggtConfig
 
 PREPROCESS_MODES = ("crop", "pad")
+PREDICTION_MODES = ("pointmap", "depthmap")
+PRECISIONS = ("auto", "bfloat16", "float16", "float32")
+PATCH_SIZE = 14
 WHITE = 255
+
+
+@dataclass(frozen=True)
+class VggtOptions(ModelOptions):
+    """The options of `SceneFromViewsVggt` (ROS: ``model.<name>``)."""
+
+    checkpoint: str = checkpoint_option("facebook/VGGT-1B")
+    config: str = option(
+        "", "Architecture JSON (a VggtConfig dict, or {\"config\": {...}}) for reduced configurations; "
+        "'' = the released VGGT-1B. The Python API also takes a VggtConfig or a dict.",
+        path=True, python_types=(VggtConfig, dict), stage=BUILD,
+    )
+    dtype: str = option(
+        "auto", "Aggregator precision on CUDA: auto (bfloat16 on Ampere or newer, else float16), bfloat16, "
+        "float16 or float32. The CPU always computes in float32.", choices=PRECISIONS, stage=BUILD,
+    )
+    build_track_head: bool = option(
+        False, "Also build the point-track head (mapping never tracks); otherwise its checkpoint keys are "
+        "dropped knowingly.", stage=BUILD, exposed=False,
+    )
+    preprocess_mode: str = option(
+        "crop", "crop: width = target_size, taller images centre-cropped; pad: longer side = target_size, "
+        "white padding to a square (padding never enters the clouds).", choices=PREPROCESS_MODES,
+    )
+    target_size: int = option(
+        518, "Model input width (crop) or longer side (pad); 518 is the trained size, smaller is faster "
+        "and coarser.", unit="pixels", low=PATCH_SIZE, high=74 * PATCH_SIZE, step=PATCH_SIZE,
+    )
+    frames_chunk_size: int = option(
+        8, "Frames the DPT heads process at once: bounds their memory on long windows without changing "
+        "any output; 0 = all frames together.", unit="frames", low=0, high=1024,
+    )
+    prediction_mode: str = option(
+        "pointmap", "pointmap: the point head's world points; depthmap: depth unprojected with the "
+        "predicted cameras.", choices=PREDICTION_MODES,
+    )
+    conf_thres: float = option(
+        50.0, "Pixels under this percentile of the window's confidences are left out of the clouds, the "
+        "depth images and the map; 0 keeps every pixel.", unit="percentile", low=0.0, high=100.0,
+    )
+    mask_black_bg: bool = option(False, "Also leave out near-black pixels (RGB sum < 16).")
+    mask_white_bg: bool = option(False, "Also leave out near-white pixels (every channel > 240).")
 
 
 @dataclass
@@ -129,8 +175,8 @@ def load_vggt_config(config: VggtConfig | dict | str | Path | None) -> VggtConfi
 
 def autocast_dtype(device: torch.device, dtype: str) -> torch.dtype | None:
     """Reduced precision for the aggregator: CUDA only ("auto": bf16 on Ampere+, else fp16)."""
-    if dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
+    if dtype not in PRECISIONS:
+        raise ValueError(f"dtype must be one of {', '.join(PRECISIONS)}, got {dtype!r}")
     if device.type != "cuda" or dtype == "float32":
         return None
     if dtype == "auto":
@@ -144,11 +190,9 @@ def confidence_masks(
     """Keep pixels at or above the `conf_thres` percentile of all views' confidences (0 keeps
     all), drop padding and, optionally, near-black (RGB sum < 16) or near-white (all > 240)
     pixels."""
-    if not 0 <= conf_thres <= 100:
-        raise ValueError(f"conf_thres is a percentile in [0, 100], got {conf_thres}")
     threshold = np.percentile(conf, conf_thres) if conf_thres > 0 else 0.0
     masks = []
-    for view_conf, image, inside in zip(conf, rgb, valid):
+    for view_conf, image, inside in zip(conf, rgb, valid, strict=True):
         keep = inside & (view_conf >= threshold) & (view_conf > 1e-5)
         if mask_black_bg:
             keep &= image.astype(np.int32).sum(axis=-1) >= 16
@@ -165,52 +209,43 @@ class SceneFromViewsVggt(SceneFromViewsBase):
     """
 
     model_type: ClassVar[SceneFromViewsType] = SceneFromViewsType.VGGT
-    default_checkpoint: ClassVar[str] = "facebook/VGGT-1B"
+    options_class: ClassVar[type[ModelOptions]] = VggtOptions
     checkpoint_filenames: ClassVar[tuple[str, ...]] = ("model.safetensors", "model.pt")
+    options: VggtOptions
 
-    def __init__(
-        self,
-        device: str | torch.device | None = None,
-        *,
-        checkpoint: str | Path | None = None,
-        config: VggtConfig | dict | str | Path | None = None,
-        build_track_head: bool = False,
-        dtype: str = "auto",
-        **call_defaults: Any,
-    ) -> None:
-        """`checkpoint`: hub repo id, file or folder (default facebook/VGGT-1B); `config`:
-        architecture (default the release); the track head is skipped unless
-        `build_track_head`, its checkpoint keys then being dropped knowingly; `dtype`:
-        aggregator precision on CUDA (auto/bfloat16/float16/float32; the CPU uses float32)."""
-        super().__init__(device, **call_defaults)
-        self.amp_dtype = autocast_dtype(self.device, dtype)
-        # Resolve first: a missing checkpoint is reported before a 1B-parameter network is built.
-        weights = resolve_checkpoint(checkpoint or self.default_checkpoint, self.checkpoint_filenames)
-        self.network = VGGT(load_vggt_config(config), build_track_head=build_track_head)
-        drop = () if build_track_head else (VGGT.TRACK_HEAD_PREFIX,)
-        self.checkpoint_path = load_checkpoint_into(self.network, weights, drop_prefixes=drop)
-        self.network.to(self.device).eval().requires_grad_(False)
+    def __init__(self, device: str | torch.device | None = None, **options: Any) -> None:
+        """Options: see `VggtOptions` (construction ones: checkpoint, config, dtype, build_track_head)."""
+        super().__init__(device, **options)
+        opts = self.options
+        self.amp_dtype = autocast_dtype(self.device, opts.dtype)
+        # Resolve first: a missing checkpoint is reported before anything is built.
+        self.checkpoint_path = resolve_checkpoint(opts.checkpoint, self.checkpoint_filenames)
+        config = load_vggt_config(opts.config or None)
+        self.network = build_network(
+            lambda: VGGT(config, build_track_head=opts.build_track_head), self.checkpoint_path, self.device,
+            drop_prefixes=() if opts.build_track_head else (VGGT.TRACK_HEAD_PREFIX,),
+        )
 
     @property
     def patch_size(self) -> int:
         return self.network.cfg.patch_size
 
-    def preprocess_images(self, images: list[np.ndarray], *, preprocess_mode: str = "crop", target_size: int = 518) -> ProcessedViews:
-        """`preprocess_mode` "crop" (width = target_size, centre crop) or "pad" (longer side =
-        target_size, white square); `target_size` a multiple of 14 (518 is the trained size)."""
-        return preprocess_vggt_images(images, preprocess_mode, target_size, self.patch_size)
+    def preprocess_images(self, images: list[np.ndarray], **kwargs: Any) -> ProcessedViews:
+        """Resize as the reference does (`preprocess_mode`, `target_size`)."""
+        opts = self.call_options(kwargs)
+        return preprocess_vggt_images(images, opts.preprocess_mode, opts.target_size, self.patch_size)
 
-    def _forward(self, images: torch.Tensor, frames_chunk_size: int | None, prediction_mode: str) -> dict[str, np.ndarray]:
+    def _forward(self, images: torch.Tensor, frames_chunk_size: int, prediction_mode: str) -> dict[str, np.ndarray]:
         """One network pass on (S, 3, H, W); float32 numpy outputs without the batch axis."""
         images = images.to(self.device)
         with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            out = self.network(images, frames_chunk_size=frames_chunk_size, compute_points=prediction_mode == "pointmap")
+            out = self.network(images, frames_chunk_size=frames_chunk_size or None, compute_points=prediction_mode == "pointmap")
         return {k: v[0].float().cpu().numpy() for k, v in out.items()}
 
-    def infer(self, processed: ProcessedViews, *, frames_chunk_size: int | None = 8, prediction_mode: str = "pointmap") -> dict[str, np.ndarray]:
-        """`frames_chunk_size`: frames per DPT-head chunk (bounds memory; None = all at once)."""
-        _check_prediction_mode(prediction_mode)
-        return self._forward(processed.images, frames_chunk_size, prediction_mode)
+    def infer(self, processed: ProcessedViews, **kwargs: Any) -> dict[str, np.ndarray]:
+        """One network pass (`frames_chunk_size`, `prediction_mode`)."""
+        opts = self.call_options(kwargs)
+        return self._forward(processed.images, opts.frames_chunk_size, opts.prediction_mode)
 
     def postprocess_results(
         self,
@@ -218,34 +253,15 @@ class SceneFromViewsVggt(SceneFromViewsBase):
         images: list[np.ndarray],
         processed: ProcessedViews,
         as_pointcloud: bool = True,
-        *,
-        prediction_mode: str = "pointmap",
-        conf_thres: float = 50.0,
-        mask_black_bg: bool = False,
-        mask_white_bg: bool = False,
+        **kwargs: Any,
     ) -> SceneFromViewsResult:
-        """`prediction_mode` "pointmap" (point head) or "depthmap" (depth unprojected with
-        the predicted cameras); `conf_thres` is a percentile (0-100) of the confidences of
-        all views; pixels below it, padding and optional black/white backgrounds are left
-        out of the fused cloud (the per-view point maps stay dense)."""
-        _check_prediction_mode(prediction_mode)
-        return build_result(raw, processed, prediction_mode, conf_thres, mask_black_bg, mask_white_bg, as_pointcloud)
+        """Poses, depth and point maps (`prediction_mode`); the masks keep pixels at or above the
+        `conf_thres` percentile of all views' confidences, minus padding and the optional
+        black/white backgrounds; the fused cloud is built from those pixels."""
+        return build_result(raw, processed, self.call_options(kwargs), as_pointcloud)
 
 
-def _check_prediction_mode(prediction_mode: str) -> None:
-    if prediction_mode not in ("pointmap", "depthmap"):
-        raise ValueError(f"prediction_mode must be 'pointmap' or 'depthmap', got {prediction_mode!r}")
-
-
-def build_result(
-    raw: dict[str, np.ndarray],
-    processed: ProcessedViews,
-    prediction_mode: str,
-    conf_thres: float,
-    mask_black_bg: bool,
-    mask_white_bg: bool,
-    as_pointcloud: bool,
-) -> SceneFromViewsResult:
+def build_result(raw: dict[str, np.ndarray], processed: ProcessedViews, opts: VggtOptions, as_pointcloud: bool) -> SceneFromViewsResult:
     """Poses, intrinsics, depth and clouds from raw predictions, re-expressed in the frame of
     the first view (VGGT predicts that frame up to its own error; the rigid re-anchoring
     makes view 0's pose exactly the identity)."""
@@ -256,14 +272,14 @@ def build_result(
     poses = np.einsum("ij,sjk->sik", to_first, poses)
     intrinsics = intrinsics.numpy()
     depth = raw["depth"][..., 0]
-    if prediction_mode == "pointmap":
+    if opts.prediction_mode == "pointmap":
         points = np.einsum("ij,shwj->shwi", to_first[:3, :3], raw["world_points"]) + to_first[:3, 3]
         conf = raw["world_points_conf"]
     else:
         points = unproject_depth(depth, intrinsics, poses)
         conf = raw["depth_conf"]
     points = points.astype(np.float32)
-    masks = confidence_masks(conf, processed.rgb, processed.valid, conf_thres, mask_black_bg, mask_white_bg)
+    masks = confidence_masks(conf, processed.rgb, processed.valid, opts.conf_thres, opts.mask_black_bg, opts.mask_white_bg)
     cloud = PointCloud.from_views(list(points), processed.rgb, masks) if as_pointcloud else PointCloud(np.zeros((0, 3)), np.zeros((0, 3)))
     original_k = intrinsics.copy()
     original_k[:, 0, :] /= processed.scales[:, 0, None]
@@ -278,12 +294,12 @@ def build_result(
         point_clouds=list(points),
         intrinsics=[k.astype(np.float64) for k in intrinsics],
         confidences=[c.astype(np.float32) for c in conf],
+        masks=masks,
         extras={
-            "masks": masks,
             "pose_encoding": raw["pose_enc"],
             "intrinsics_original": [k for k in original_k],
             "scales": processed.scales,
             "offsets": processed.offsets,
-            "prediction_mode": prediction_mode,
+            "prediction_mode": opts.prediction_mode,
         },
     )

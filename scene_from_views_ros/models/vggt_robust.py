@@ -18,9 +18,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.base import ModelOptions
+from ..core.options import option
 from ..core.result import SceneFromViewsResult
 from ..core.types import SceneFromViewsType
-from .vggt import ProcessedViews, SceneFromViewsVggt, _check_prediction_mode, build_result
+from .vggt import ProcessedViews, SceneFromViewsVggt, VggtOptions, build_result
+
+
+@dataclass(frozen=True)
+class VggtRobustOptions(VggtOptions):
+    """VGGT's options plus the view-rejection ones (ROS: ``model.<name>``)."""
+
+    attn_a: float = option(0.5, "Weight of the attention score in a view's combined score.", low=0.0, high=1.0)
+    cos_a: float = option(0.5, "Weight of the token-cosine score in a view's combined score.", low=0.0, high=1.0)
+    rej_thresh: float = option(
+        0.4, "Views whose combined score is below this are rejected (never the anchor); rejected views "
+        "are neither mapped nor placed.", low=0.0, high=2.0,
+    )
+    use_most_central_as_reference: bool = option(
+        True, "Anchor = the most central view (highest mean token similarity); false: the first view.",
+    )
+    use_anchor_relative_score: bool = option(
+        True, "Scores relative to the anchor's (anchor = 1); false: min-max normalised over the views, "
+        "as robust_vggt.py.",
+    )
 
 
 @dataclass
@@ -102,8 +123,10 @@ class SceneFromViewsVggtRobust(SceneFromViewsVggt):
     """VGGT with anchor-based outlier-view rejection (two passes)."""
 
     model_type: ClassVar[SceneFromViewsType] = SceneFromViewsType.VGGT_ROBUST
+    options_class: ClassVar[type[ModelOptions]] = VggtRobustOptions
+    options: VggtRobustOptions
 
-    def _first_pass(self, images: torch.Tensor, frames_chunk_size: int | None, prediction_mode: str):
+    def _first_pass(self, images: torch.Tensor, frames_chunk_size: int, prediction_mode: str):
         """Full pass that also captures the last global block's q/k (after QK-norm) and tokens."""
         network = self.network
         attn = network.aggregator.global_blocks[-1].attn
@@ -125,41 +148,26 @@ class SceneFromViewsVggtRobust(SceneFromViewsVggt):
                 hook.remove()
         return raw, captured["q"], captured["k"], captured["tokens"]
 
-    def infer(
-        self,
-        processed: ProcessedViews,
-        *,
-        frames_chunk_size: int | None = 8,
-        prediction_mode: str = "pointmap",
-        attn_a: float = 0.5,
-        cos_a: float = 0.5,
-        rej_thresh: float = 0.4,
-        use_most_central_as_reference: bool = True,
-        use_anchor_relative_score: bool = True,
-    ) -> dict[str, Any]:
-        """`attn_a`/`cos_a` weight the attention and cosine scores; views scoring below
-        `rej_thresh` are rejected.  The anchor is the most central view (highest mean
-        token similarity to the others) or, if that flag is off, the first view.  Scores
-        are relative to the anchor's (anchor = 1) or, if that flag is off, min-max
-        normalised over the views as in robust_vggt.py."""
-        _check_prediction_mode(prediction_mode)
+    def infer(self, processed: ProcessedViews, **kwargs: Any) -> dict[str, Any]:
+        """First pass and view scores; if views are rejected, a second pass on the survivors
+        (the anchor first, as VGGT's reference view), returned in input order."""
+        opts = self.call_options(kwargs)
         images = processed.images
-        raw, q, k, last_tokens = self._first_pass(images, frames_chunk_size, prediction_mode)
+        raw, q, k, last_tokens = self._first_pass(images, opts.frames_chunk_size, opts.prediction_mode)
         height, width = images.shape[-2:]
         start = self.network.aggregator.patch_start_idx
         dim = self.network.cfg.embed_dim
         scores = view_scores(
             q, k, last_tokens[0, :, start:, dim:],
             (height // self.patch_size, width // self.patch_size), (height, width), start,
-            attn_a=attn_a, cos_a=cos_a, rej_thresh=rej_thresh,
-            use_most_central_as_reference=use_most_central_as_reference,
-            use_anchor_relative_score=use_anchor_relative_score,
+            attn_a=opts.attn_a, cos_a=opts.cos_a, rej_thresh=opts.rej_thresh,
+            use_most_central_as_reference=opts.use_most_central_as_reference,
+            use_anchor_relative_score=opts.use_anchor_relative_score,
         )
         del q, k, last_tokens
         if scores.rejected:
-            # The anchor goes first: VGGT's first frame is its reference view.
             order = [scores.anchor] + [i for i in scores.survivors if i != scores.anchor]
-            second = self._forward(images[order], frames_chunk_size, prediction_mode)
+            second = self._forward(images[order], opts.frames_chunk_size, opts.prediction_mode)
             back = np.argsort([scores.survivors.index(i) for i in order])
             raw = {key: value[back] for key, value in second.items()}
         return {"raw": raw, "scores": scores}
@@ -170,15 +178,10 @@ class SceneFromViewsVggtRobust(SceneFromViewsVggt):
         images: list[np.ndarray],
         processed: ProcessedViews,
         as_pointcloud: bool = True,
-        *,
-        prediction_mode: str = "pointmap",
-        conf_thres: float = 50.0,
-        mask_black_bg: bool = False,
-        mask_white_bg: bool = False,
+        **kwargs: Any,
     ) -> SceneFromViewsResult:
         """As VGGT's, on the surviving views (in input order, frame of the first survivor);
         the result carries rejected_indices, survivor_indices and every view's score."""
-        _check_prediction_mode(prediction_mode)
         scores: ViewScores = raw["scores"]
         keep = scores.survivors
         survivors = replace(
@@ -189,7 +192,7 @@ class SceneFromViewsVggtRobust(SceneFromViewsVggt):
             scales=processed.scales[keep],
             offsets=processed.offsets[keep],
         )
-        result = build_result(raw["raw"], survivors, prediction_mode, conf_thres, mask_black_bg, mask_white_bg, as_pointcloud)
+        result = build_result(raw["raw"], survivors, self.call_options(kwargs), as_pointcloud)
         result.rejected_indices = list(scores.rejected)
         result.survivor_indices = list(keep)
         result.view_scores = [float(s) for s in scores.scores]

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..core.options import Options
 from ..core.result import SceneFromViewsResult
 
 
@@ -42,10 +43,21 @@ class SceneOptimizerOutput:
     global_mesh: Any | None = None
 
 
+@dataclass(frozen=True)
+class OptimizerOptions(Options):
+    """Base of each optimizer's option declaration (its keyword arguments, ROS ``optimizer.*``)."""
+
+    prefix: ClassVar[str] = "optimizer."
+
+
 class SceneOptimizerBase(abc.ABC):
-    """A scene optimizer; subclasses take their settings as keyword arguments."""
+    """A scene optimizer; its settings are declared in `options_class` and checked when built."""
 
     name: ClassVar[str]
+    options_class: ClassVar[type[OptimizerOptions]] = OptimizerOptions
+
+    def __init__(self, **options: Any) -> None:
+        self.options = self.options_class.create(options)
 
     @abc.abstractmethod
     def optimize(self, optimizer_input: SceneOptimizerInput) -> SceneOptimizerOutput:

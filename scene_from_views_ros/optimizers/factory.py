@@ -4,8 +4,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ..core.errors import ModelNotImplementedError, UnknownKwargError, UnknownModelTypeError
-from ..core.kwargs import check_kwargs
+from ..core.errors import ModelNotImplementedError, UnknownModelTypeError
 from .base import SceneOptimizerBase
 
 # name -> "module:Class" of its implementation, or None while the optimizer is not implemented.
@@ -39,7 +38,5 @@ def optimizer_class(name: str) -> type[SceneOptimizerBase]:
 
 
 def scene_optimizer_factory(name: str, **kwargs: Any) -> SceneOptimizerBase:
-    """Build optimizer `name` with its keyword arguments (unknown ones are rejected with the valid list)."""
-    cls = optimizer_class(name)
-    check_kwargs(kwargs, [cls.__init__], f"optimizer {name!r}", UnknownKwargError)
-    return cls(**kwargs)
+    """Build optimizer `name` with its options (unknown ones are rejected with the valid list)."""
+    return optimizer_class(name)(**kwargs)

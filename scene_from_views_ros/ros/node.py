@@ -40,6 +40,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
+from ..core.checkpoint import check_checkpoint_reference
 from ..core.errors import InvalidImageError, SceneFromViewsError
 from ..core.result import PointCloud
 from ..io.messages import UnsupportedEncodingError, camera_info_intrinsics, compressed_to_rgb, image_to_rgb, masked_depth, stamp_to_ns
@@ -47,7 +48,7 @@ from ..mapping.chaining import WindowInMap
 from ..mapping.global_map import KeyframePose
 from ..mapping.keyframes import Frame
 from ..mapping.mapper import SlidingWindowMapper
-from ..mapping.settings import DEFAULT_NODE_NAME
+from ..mapping.settings import DEFAULT_NODE_NAME, MappingSettings, settings_from_parameters
 from ..mapping.windows import Window
 from .conversions import (
     diagnostic_array,
@@ -59,15 +60,12 @@ from .conversions import (
     poses_to_transforms,
 )
 from .params import (
-    MODEL_PREFIX,
-    OPTIMIZER_PREFIX,
-    SPECS,
+    ROS_NODE_PARAMETERS,
     Backend,
-    NodeSettings,
+    BackendRebuilder,
     build_backend,
     declare_node_parameters,
     parameter_values,
-    read_settings,
 )
 from .qos import DIAGNOSTICS_QOS, MAP_CLOUD_QOS, TF_QOS, WINDOW_QOS, image_qos
 
@@ -86,10 +84,10 @@ class WindowMessages:
 
 
 def window_cloud_masks(window: WindowInMap, min_confidence: float, stride: int) -> list[np.ndarray]:
-    """Per view, the (strided) pixels that are finite and at least `min_confidence`."""
+    """Per view, the (strided) pixels that the model kept, finite and at least `min_confidence`."""
     return [
-        np.isfinite(points[::stride, ::stride, 2]) & (confidence[::stride, ::stride] >= min_confidence)
-        for points, confidence in zip(window.points, window.confidences)
+        mask[::stride, ::stride] & np.isfinite(points[::stride, ::stride, 2]) & (confidence[::stride, ::stride] >= min_confidence)
+        for points, confidence, mask in zip(window.points, window.confidences, window.masks, strict=True)
     ]
 
 
@@ -110,7 +108,7 @@ class PathCache:
             self._frame_id = frame_id
         new = [keyframe for keyframe in trajectory if keyframe.keyframe_id not in self._poses]
         converted = poses_to_path([kf.pose for kf in new], [kf.stamp_ns for kf in new], frame_id, stamp_ns)
-        self._poses.update((keyframe.keyframe_id, stamped) for keyframe, stamped in zip(new, converted.poses))
+        self._poses.update((keyframe.keyframe_id, stamped) for keyframe, stamped in zip(new, converted.poses, strict=True))
         return Path(header=converted.header, poses=[self._poses[keyframe.keyframe_id] for keyframe in trajectory])
 
 
@@ -120,22 +118,23 @@ def window_stamp_ns(window: WindowInMap) -> int:
 
 
 def build_window_messages(
-    window: WindowInMap, trajectory: list[KeyframePose], settings: NodeSettings, path_cache: PathCache
+    window: WindowInMap, trajectory: list[KeyframePose], settings: MappingSettings, path_cache: PathCache
 ) -> WindowMessages:
     """Turn a placed window and the trajectory into messages (vectorised: the 1.6M points of
     8 views at 518x392 are written straight into the message buffer, see bench/bench_publish.py)."""
     stamp_ns = window_stamp_ns(window)
-    min_confidence, stride, names = settings.mapper.map.min_confidence, settings.window_cloud_stride, settings.frames
+    min_confidence, stride, names = settings.mapper.map.min_confidence, settings.publish.window_cloud_stride, settings.frames
     window_cloud = make_pointcloud2_from_views(
         [points[::stride, ::stride] for points in window.points], [image[::stride, ::stride] for image in window.images],
         window_cloud_masks(window, min_confidence, stride), stamp_ns, names.map_frame,
     )
     frames = [names.keyframe_frame(kf.keyframe_id) for kf in window.keyframes]
     depths, confidences, camera_infos = [], [], []
-    if settings.publish_depth:
+    if settings.publish.depth:
         for view, keyframe in enumerate(window.keyframes):
             depth, confidence = window.depths[view], window.confidences[view]
-            depths.append(float_image_msg(masked_depth(depth, confidence >= min_confidence), keyframe.stamp_ns, frames[view]))
+            valid = window.masks[view] & (confidence >= min_confidence)
+            depths.append(float_image_msg(masked_depth(depth, valid), keyframe.stamp_ns, frames[view]))
             confidences.append(float_image_msg(confidence, keyframe.stamp_ns, frames[view]))
             height, width = depth.shape
             camera_infos.append(intrinsics_to_camera_info(window.intrinsics[view], width, height, keyframe.stamp_ns, frames[view]))
@@ -172,7 +171,7 @@ class OutputPublishers:
         window: WindowInMap,
         trajectory: list[KeyframePose],
         map_snapshot: Callable[[], PointCloud],
-        settings: NodeSettings,
+        settings: MappingSettings,
     ) -> None:
         """Build and publish everything one placed window changes, the map included."""
         messages = build_window_messages(window, trajectory, settings, self.path_cache)
@@ -182,7 +181,7 @@ class OutputPublishers:
     def publish(self, messages: WindowMessages, map_cloud: PointCloud2) -> None:
         """Publish a window's messages and the map cloud."""
         self.window_cloud.publish(messages.window_cloud)
-        for depth, confidence, info in zip(messages.depths, messages.confidences, messages.camera_infos):
+        for depth, confidence, info in zip(messages.depths, messages.confidences, messages.camera_infos, strict=True):
             self.depth.publish(depth)
             self.confidence.publish(confidence)
             self.depth_info.publish(info)
@@ -219,8 +218,7 @@ class SceneFromViewsNode(Node):
 
     def __init__(self, node_name: str = DEFAULT_NODE_NAME, **node_kwargs: Any) -> None:
         super().__init__(node_name, allow_undeclared_parameters=True, **node_kwargs)
-        declare_node_parameters(self)
-        self._settings = read_settings(parameter_values(self))
+        self._settings = declare_node_parameters(self)
         self._backend: Backend = build_backend(self._settings)
         self._publish_lock = threading.Lock()
         self._counts_lock = threading.Lock()
@@ -230,6 +228,7 @@ class SceneFromViewsNode(Node):
         self._camera_info: dict[str, CameraInfo] = {}
         self._publish_s = 0.0
         self._last_diagnostics = (time.monotonic(), 0, 0, 0)
+        self._model_status = "ready"
 
         settings = self._settings
         self.outputs = OutputPublishers(self)
@@ -239,37 +238,48 @@ class SceneFromViewsNode(Node):
             self._backend.model, settings.mapper, threaded=True, on_window=self._on_window,
             on_error=self._on_window_error, reconstruct_kwargs=self._backend.reconstruct_kwargs,
         )
-        # Images get their own callback group so a model rebuild in a parameter callback
-        # (default group) never stalls them under a MultiThreadedExecutor.
+        self._rebuilder = BackendRebuilder(self._on_backend_ready, self._on_backend_failed)
         inputs = MutuallyExclusiveCallbackGroup()
-        qos = image_qos(settings.image_qos, settings.image_qos_depth)
-        for index, topic in enumerate(settings.image_topics):
+        qos = image_qos(settings.inputs.image_qos, settings.inputs.image_qos_depth)
+        camera_info_topics = settings.inputs.camera_info_topics
+        for index, topic in enumerate(settings.inputs.image_topics):
             compressed = topic.rstrip("/").endswith("/compressed")
             self.create_subscription(
                 CompressedImage if compressed else Image, topic,
                 lambda msg, topic=topic, compressed=compressed: self._on_image(msg, topic, compressed),
                 qos, callback_group=inputs,
             )
-            if index < len(settings.camera_info_topics) and settings.camera_info_topics[index]:
+            if index < len(camera_info_topics) and camera_info_topics[index]:
                 self.create_subscription(
-                    CameraInfo, settings.camera_info_topics[index],
+                    CameraInfo, camera_info_topics[index],
                     lambda msg, topic=topic: self._camera_info.__setitem__(topic, msg), qos, callback_group=inputs,
                 )
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(Trigger, "~/save_map", self._on_save_map)
-        self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics)
+        self.create_timer(settings.inputs.diagnostics_period_s, self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.get_logger().info(
-            f"mapping {', '.join(settings.image_topics)} with {settings.model_type} on {self._backend.model.device} "
-            f"(window {settings.mapper.window.window_size}/{settings.mapper.window.window_overlap})"
+            f"mapping {', '.join(settings.inputs.image_topics)} with {settings.model_type} on {self._backend.model.device} "
+            f"(window {settings.mapper.window.size}/{settings.mapper.window.overlap})"
         )
 
     @property
-    def settings(self) -> NodeSettings:
+    def settings(self) -> MappingSettings:
         return self._settings
 
+    @property
+    def backend(self) -> Backend:
+        """The model and optimizer the mapper uses now."""
+        return self._backend
+
+    @property
+    def model_status(self) -> str:
+        """"ready", "rebuilding" or "rebuild failed: <reason>"."""
+        return "rebuilding" if self._rebuilder.busy else self._model_status
+
     def close(self) -> None:
-        """Stop the mapping worker (the window in flight is finished first)."""
+        """Stop the model builder and the mapping worker (the window in flight is finished first)."""
+        self._rebuilder.close()
         self.mapper.close()
 
     # ---- input -------------------------------------------------------------------------
@@ -370,12 +380,14 @@ class SceneFromViewsNode(Node):
             "pending_keyframes": stats.pending,
             "windows_done": stats.windows_done,
             "windows_failed": stats.windows_failed,
+            "views_rejected": stats.views_rejected,
             "window_latency_s": stats.latency_s,
             "reconstruct_s": stats.reconstruct_s,
             "chain_s": stats.chain_s,
             "publish_s": self._publish_s,
             "map_points": stats.map_points,
             "device": str(self._backend.model.device),
+            "model": self.model_status,
             memory_key: memory_mb,
             "last_error": stats.last_error,
         }
@@ -386,32 +398,73 @@ class SceneFromViewsNode(Node):
 
     # ---- parameters --------------------------------------------------------------------
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        """Validate a change as a whole; apply it only if everything is valid (a model or
-        optimizer change is built here and swapped in between windows; the map is kept)."""
+        """Check a change as a whole with the declaration (as the offline tool does); apply it
+        only if everything is valid.  Mapping settings and per-call model options apply from
+        the next frame or window; a change that needs a new model (checkpoint, device, ...)
+        is built in the background while the current model keeps mapping (map kept)."""
         values = parameter_values(self)
-        for parameter in parameters:
-            known = parameter.name in SPECS or parameter.name.startswith((MODEL_PREFIX, OPTIMIZER_PREFIX))
-            if not known and not self.has_parameter(parameter.name):
-                return self._reject_parameters(f"unknown parameter {parameter.name!r}; see config/scene_from_views.yaml")
-            values[parameter.name] = parameter.value
+        values.update((p.name, p.value) for p in parameters if p.name not in ROS_NODE_PARAMETERS)
         try:
-            settings = read_settings(values)
-            backend = None
-            if settings.model_signature() != self._settings.model_signature():
-                backend = build_backend(settings, self._backend)
-        except Exception as error:  # noqa: BLE001 - any failure to build rejects the change, never the node
+            settings = settings_from_parameters(values)
+            signature = settings.model_signature()
+            rebuild = signature != self._backend.settings.model_signature()
+            if rebuild:
+                check_checkpoint_reference(settings.model_options.checkpoint, settings.model_class.checkpoint_filenames)
+            else:
+                backend = build_backend(settings, self._backend)  # per-call options or optimizer: cheap
+        except Exception as error:  # noqa: BLE001 - any invalid change is refused, never the node
             return self._reject_parameters(f"{type(error).__name__}: {error}")
-        if backend is not None:
-            self.mapper.set_reconstructor(backend.model, **backend.reconstruct_kwargs)
-            self._backend = backend
-            self.get_logger().info("model rebuilt with the new parameters; used from the next window (map kept)")
+        if not rebuild:
+            self._rebuilder.cancel()
+            self._use_backend(backend)
+        elif self._rebuilder.target != signature:  # per-call options follow when the build is done
+            self._model_status = "ready"
+            self._rebuilder.request(settings)
+            self.get_logger().info("building the model with the new parameters; the current one maps until it is ready")
         self.mapper.update_config(settings.mapper)  # keyframe, chaining and map filters; the map is kept
         self._settings = settings
         return SetParametersResult(successful=True)
 
+    def _use_backend(self, backend: Backend) -> None:
+        self.mapper.set_reconstructor(backend.model, **backend.reconstruct_kwargs)
+        self._backend = backend
+
+    def _on_backend_ready(self, backend: Backend) -> None:
+        """From the builder thread: swap the new model in, with the latest per-call options."""
+        current = self._settings
+        if backend.settings.model_signature() != current.model_signature():
+            return  # the parameters changed back meanwhile
+        self._use_backend(build_backend(current, backend))
+        self._model_status = "ready"
+        self.get_logger().info(f"model rebuilt ({backend.model.device}); used from the next window, map kept")
+
+    def _on_backend_failed(self, settings: MappingSettings, error: Exception) -> None:
+        """From the builder thread: keep the current model and put its parameters back."""
+        if settings.model_signature() != self._settings.model_signature():
+            return  # the parameters changed again meanwhile
+        self._model_status = f"rebuild failed: {type(error).__name__}: {error}"
+        active = self._backend.settings
+        revert = {
+            name: _parameter_value(active, name) for name, value in parameter_values(self).items()
+            if (name in ("model_type", "device") or name.startswith("model.")) and value != _parameter_value(active, name)
+        }
+        self.get_logger().error(
+            f"cannot build the model with the new parameters, keeping the current one: {type(error).__name__}: {error}; "
+            f"reverting {', '.join(revert) or 'nothing'}"
+        )
+        if revert:
+            self.set_parameters([Parameter(name, value=value) for name, value in revert.items()])
+
     def _reject_parameters(self, reason: str) -> SetParametersResult:
         self.get_logger().warning(f"parameter change rejected, keeping the current settings: {reason}")
         return SetParametersResult(successful=False, reason=reason)
+
+
+def _parameter_value(settings: MappingSettings, name: str) -> Any:
+    """The value that parameter `name` (model_type, device or model.*) has in `settings`."""
+    if name in ("model_type", "device"):
+        return getattr(settings.run, name)
+    return settings.model_options.parameters().get(name)
 
 
 def main(args: list[str] | None = None) -> int:

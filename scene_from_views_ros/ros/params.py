@@ -1,292 +1,203 @@
-"""The node's ROS parameters: declaration (descriptors, ranges, read-only flags) and checks.
+"""The node's ROS parameters, declared from the one declaration in `mapping.settings`.
 
-The translation of the shared parameter names (model_type, device, model.*, optimizer.*,
-keyframe.*, window.*, chain.*, map.*, frame names) into model kwargs and a MapperConfig is
-`mapping.settings.settings_from_parameters`, the one the offline tool uses too; so are their
-defaults, descriptions and ranges (`PARAMETER_SPECS`).  Here is what only the node has:
+Every parameter of `mapping.settings.parameters(model_type)` (the fixed groups and the
+options of the model class that ``model_type`` names) is declared with a descriptor made
+from its `OptionSpec`: description with unit and allowed values, integer/floating-point
+range (and step), choices as additional constraints, read-only when a change needs a
+restart.  ``ros2 param describe`` shows all of it.
 
-* node-only parameters (image topics, camera_info topics, QoS, publish.*, diagnostics);
-* which parameters are `read_only` (a change would need a restart: topics, window layout,
-  voxel grid);
-* ``model.<kwarg>``: every keyword argument of the model class (`model_class(model_type)
-  .valid_kwargs()`), declared with the kwarg's default when ROS can express it and untyped
-  otherwise, and checked against the model class (ROS has no None, so an empty string
-  means "the model's default", e.g. ``model.checkpoint: ""``);
-* ``optimizer.<kwarg>``: optimizer kwargs depend on the type, so they are accepted when set
-  (the node allows undeclared parameters and validates every change itself);
-* building the model, reusing the loaded network when only per-call options changed.
-
-Everything here except `declare_node_parameters` is plain Python on a flat
-``{name: value}`` dict, so the checks are the same at startup and in ``ros2 param set``.
+Values are checked by `settings_from_parameters`, the function the offline tool uses, at
+start-up and on every ``ros2 param set``; so the node and the CLI accept the same values
+with the same messages.  Parameters are declared dynamically typed for that reason: an
+integer is accepted where a float is expected (``conf_thres: 30`` in YAML), as the CLI
+accepts it, and a wrong type is refused by our check, which names the parameter.
+``optimizer.<option>`` parameters depend on the optimizer type: they are declared from the
+overrides and checked against that optimizer's declaration.
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
-import inspect
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
+from rclpy.parameter import Parameter as RosParameter
 
 from ..core.base import SceneFromViewsBase
-from ..core.errors import UnknownKwargError
-from ..core.factory import implemented_types, model_class
-from ..core.kwargs import keyword_names
-from ..mapping.settings import PARAMETER_SPECS, MappingSettings, ParamSpec, SettingsError, settings_from_parameters
-from .qos import IMAGE_QOS_CHOICES
-
-# A parameter value or name the node cannot use: the shared settings error, so that the
-# translation in mapping.settings and the node's own checks raise one type.
-ParameterError = SettingsError
-
-MODEL_PREFIX = "model."
-OPTIMIZER_PREFIX = "optimizer."
-_STAGES = ("preprocess_images", "infer", "postprocess_results")
-_Extended = TypeVar("_Extended")
-# Parameters whose change needs a restart (declared read-only).
-_READ_ONLY = frozenset({
-    "model_type", "image_topics", "camera_info_topics", "image_qos", "image_qos_depth", "window.size",
-    "window.overlap", "window.period_s", "map.voxel_size", "map.max_points", "diagnostics_period_s",
-})
-
-
-@dataclass(frozen=True)
-class NodeParamSpec(ParamSpec):
-    """A parameter as the node declares it: `read_only` ones need a restart."""
-
-    read_only: bool = False
-
-
-_NODE_ONLY: tuple[ParamSpec, ...] = (
-    ParamSpec("image_topics", ["/camera/image_raw"], "Camera topics; a name ending in '/compressed' is "
-              "subscribed as sensor_msgs/CompressedImage, others as sensor_msgs/Image."),
-    ParamSpec("camera_info_topics", [], "Optional CameraInfo topics, one per image topic in the same "
-              "order ('' to skip one); their K is kept with each keyframe."),
-    ParamSpec("image_qos", "sensor_data", "QoS of the camera subscriptions: 'sensor_data' (best effort) "
-              "or 'reliable'.", choices=IMAGE_QOS_CHOICES),
-    ParamSpec("image_qos_depth", 5, "History depth of the camera subscriptions.", value_range=(1, 1000)),
-    ParamSpec("publish.window_cloud_stride", 1, "Publish every n-th pixel of each view in ~/window_cloud.",
-              value_range=(1, 64)),
-    ParamSpec("publish.depth", True, "Publish ~/depth, ~/depth/camera_info and ~/confidence per keyframe."),
-    ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics.", value_range=(0.1, 60.0)),
+from ..core.options import Options
+from ..mapping.settings import (
+    OPTIMIZER_PREFIX,
+    MappingSettings,
+    Parameter,
+    RunOptions,
+    parameters,
+    settings_from_parameters,
 )
+from ..optimizers import SceneOptimizerBase
+
+# Parameters every rclpy node has; they are ROS's, not ours to check.
+ROS_NODE_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service"})
 
 
-def _extended(base: Any, cls: type[_Extended], **extra: Any) -> _Extended:
-    """An instance of dataclass `cls`, a subclass of `base`'s class: `base`'s fields plus `extra`."""
-    return cls(**{item.name: getattr(base, item.name) for item in dataclasses.fields(base)}, **extra)
-
-
-NODE_PARAMETERS: tuple[NodeParamSpec, ...] = tuple(
-    _extended(spec, NodeParamSpec, read_only=spec.name in _READ_ONLY) for spec in (*PARAMETER_SPECS, *_NODE_ONLY)
-)
-SPECS = {spec.name: spec for spec in NODE_PARAMETERS}
-
-
-def parameter_descriptor(spec: NodeParamSpec) -> ParameterDescriptor:
-    """Descriptor of a fixed parameter: description, read-only flag, range, choices."""
-    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
-    if spec.value_range is not None:
-        low, high = spec.value_range
-        if isinstance(spec.default, float):
-            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
-        else:
-            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=0)]
-    if spec.choices is not None:
-        descriptor.additional_constraints = f"one of: {', '.join(spec.choices)}"
+def parameter_descriptor(parameter: Parameter) -> ParameterDescriptor:
+    """The ROS descriptor of a declared parameter."""
+    spec = parameter.spec
+    description = spec.description + (f" [{spec.unit}]" if spec.unit else "")
+    if spec.restart:
+        description += " Read-only: restart the node to change it."
+    descriptor = ParameterDescriptor(
+        description=description, read_only=spec.restart, additional_constraints=f"allowed: {spec.allowed()}",
+        dynamic_typing=not _needs_static_type(parameter),
+    )
+    if spec.low is not None and spec.high is not None:
+        if spec.kind is float:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high), step=0.0)]
+        elif spec.kind is int:
+            descriptor.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=int(spec.step or 0))]
     return descriptor
 
 
-def kwarg_defaults(cls: type[SceneFromViewsBase]) -> dict[str, Any]:
-    """Default value of each valid kwarg of a model class (None where it has none)."""
-    defaults: dict[str, Any] = {}
-    for function in (cls.__init__, *(getattr(cls, stage) for stage in _STAGES)):
-        for name, parameter in inspect.signature(function).parameters.items():
-            if name in keyword_names(function) and parameter.default is not inspect.Parameter.empty:
-                defaults.setdefault(name, parameter.default)
-    return {name: defaults.get(name) for name in cls.valid_kwargs()}
+def _needs_static_type(parameter: Parameter) -> bool:
+    """An empty list has no type of its own in ROS: declare it as a string array."""
+    return parameter.spec.kind is tuple and not parameter.spec.default
 
 
-def _ros_expressible(value: Any) -> bool:
-    return isinstance(value, (bool, int, float, str))
+def _overrides(node: Node) -> dict[str, Any]:
+    # rclpy keeps the node's overrides in Node._parameter_overrides (no public accessor).
+    return {name: override.value for name, override in node._parameter_overrides.items()}  # noqa: SLF001
 
 
-def declare_node_parameters(node: Node) -> None:
-    """Declare the fixed, model and optimizer parameters on `node` (overrides applied).
+def declare_node_parameters(node: Node) -> MappingSettings:
+    """Declare every parameter on `node` (overrides applied) and return the checked settings.
 
-    Raises ParameterError for an override the node does not know (a misspelt parameter or a
-    kwarg the model does not take), listing what is valid.
+    Raises UnknownKwargError for an override that is no parameter (a misspelt name, or a
+    model option the model class does not have) and InvalidOptionError for a bad value,
+    with the same messages as the offline tool.
     """
-    for spec in NODE_PARAMETERS:
-        if spec.name == "camera_info_topics":  # an empty list has no type of its own in ROS
-            node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, parameter_descriptor(spec))
+    overrides = _overrides(node)
+    model_type = RunOptions.create({"model_type": overrides.get("model_type", RunOptions().model_type)}).model_type
+    for parameter in parameters(model_type):
+        default = list(parameter.spec.default) if parameter.spec.kind is tuple else parameter.spec.default
+        descriptor = parameter_descriptor(parameter)
+        if _needs_static_type(parameter):
+            node.declare_parameter(parameter.name, RosParameter.Type.STRING_ARRAY, descriptor)
         else:
-            node.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
-    model_type = str(node.get_parameter("model_type").value)
-    cls = _model_class(model_type)
-    for name, default in kwarg_defaults(cls).items():
-        # Dynamically typed: the type check is ours (an integer is accepted for a float, and a
-        # wrong type is rejected with the kwarg's name rather than rclpy's type numbers).
-        description = (f"Forwarded to {cls.__name__} as keyword argument {name!r} "
-                       f"(see its docstring); '' = the model's default.")
-        node.declare_parameter(MODEL_PREFIX + name, default if _ros_expressible(default) else None,
-                               ParameterDescriptor(description=description, dynamic_typing=True))
-    # The node's own overrides: rclpy keeps them in Node._parameter_overrides (no public accessor).
-    overrides = node._parameter_overrides  # noqa: SLF001
+            node.declare_parameter(parameter.name, default, descriptor)
     for name in sorted(overrides):
         if name.startswith(OPTIMIZER_PREFIX) and not node.has_parameter(name):
-            node.declare_parameter(name, overrides[name].value, ParameterDescriptor(
-                description="Forwarded to the optimizer as a keyword argument.", dynamic_typing=True))
-    unknown = sorted(name for name in overrides if not node.has_parameter(name))
-    if unknown:
-        _check_model_kwargs(cls, [name[len(MODEL_PREFIX):] for name in unknown if name.startswith(MODEL_PREFIX)])
-        raise ParameterError(
-            f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-            "see config/scene_from_views.yaml for every parameter"
-        )
-
-
-def _model_class(model_type: str) -> type[SceneFromViewsBase]:
-    try:
-        return model_class(model_type)
-    except ValueError:
-        choices = ", ".join(t.value for t in implemented_types())
-        raise ParameterError(f"model_type {model_type!r} is not a model type; implemented: {choices}") from None
-
-
-def _check_model_kwargs(cls: type[SceneFromViewsBase], names: list[str]) -> None:
-    """Raise UnknownKwargError, listing the valid ones, if `cls` does not take all of `names`."""
-    unknown = sorted(set(names) - set(cls.valid_kwargs()))
-    if unknown:
-        raise UnknownKwargError(
-            f"unknown model parameter{'s' if len(unknown) > 1 else ''} {', '.join(MODEL_PREFIX + n for n in unknown)} "
-            f"for {cls.__name__}; valid: {', '.join(MODEL_PREFIX + n for n in cls.valid_kwargs())}"
-        )
-
-
-# ---------------------------------------------------------------- reading the parameters
-@dataclass(kw_only=True)
-class NodeSettings(MappingSettings):
-    """The shared mapping settings plus what only the node reads, all checked."""
-
-    image_topics: list[str]
-    camera_info_topics: list[str]
-    image_qos: str
-    image_qos_depth: int
-    window_cloud_stride: int
-    publish_depth: bool
-    diagnostics_period_s: float
-
-    def model_signature(self) -> tuple[Any, ...]:
-        """What the model and optimizer are built from (a change means a rebuild)."""
-        return (self.model_type, self.device, sorted(self.model_kwargs.items(), key=str),
-                self.optimizer_type, sorted(self.optimizer_kwargs.items(), key=str))
-
-
-def _check_kwarg_types(cls: type[SceneFromViewsBase], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Check ROS values against the kwarg defaults' types; integers are accepted for floats."""
-    defaults = kwarg_defaults(cls)
-    checked = {}
-    for name, value in kwargs.items():
-        default = defaults.get(name)
-        if isinstance(default, bool) or default is None or isinstance(default, str):
-            ok = default is None or type(value) is type(default)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:  # float
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        if not ok:
-            raise ParameterError(
-                f"model.{name} must be a {type(default).__name__} like its default {default!r}, "
-                f"got {type(value).__name__} {value!r}"
-            )
-        checked[name] = value
-    return checked
-
-
-def _as_list(value: Any) -> list[str]:
-    return [] if value is None else [str(v) for v in value]
-
-
-def read_settings(values: Mapping[str, Any]) -> NodeSettings:
-    """Turn a flat {parameter name: value} dict into NodeSettings, raising ParameterError
-    (or UnknownKwargError) with the reason when something is invalid."""
-    for spec in NODE_PARAMETERS:
-        if spec.choices is not None and values[spec.name] not in spec.choices:
-            raise ParameterError(f"{spec.name} must be one of {', '.join(spec.choices)}, got {values[spec.name]!r}")
-    shared = settings_from_parameters(values)
-    cls = _model_class(shared.model_type)
-    _check_model_kwargs(cls, list(shared.model_kwargs))
-    shared.model_kwargs = _check_kwarg_types(cls, shared.model_kwargs)
-    image_topics = _as_list(values["image_topics"])
-    camera_info_topics = _as_list(values["camera_info_topics"])
-    if not image_topics or any(not topic for topic in image_topics):
-        raise ParameterError(f"image_topics must list at least one non-empty topic, got {image_topics}")
-    if len(camera_info_topics) > len(image_topics):
-        raise ParameterError(
-            f"camera_info_topics has {len(camera_info_topics)} entries for {len(image_topics)} image_topics; "
-            "give at most one per image topic, in the same order"
-        )
-    return _extended(
-        shared, NodeSettings,
-        image_topics=image_topics,
-        camera_info_topics=camera_info_topics,
-        image_qos=str(values["image_qos"]),
-        image_qos_depth=int(values["image_qos_depth"]),
-        window_cloud_stride=int(values["publish.window_cloud_stride"]),
-        publish_depth=bool(values["publish.depth"]),
-        diagnostics_period_s=float(values["diagnostics_period_s"]),
-    )
+            node.declare_parameter(name, overrides[name], ParameterDescriptor(
+                description="An option of the scene optimizer (optimizer.type).", dynamic_typing=True))
+    undeclared = {name: value for name, value in overrides.items() if not node.has_parameter(name)}
+    return settings_from_parameters({**parameter_values(node), **undeclared})
 
 
 def parameter_values(node: Node) -> dict[str, Any]:
-    """Current value of every parameter the node holds (declared or set), NOT_SET as None."""
-    return {name: parameter.value for name, parameter in node.get_parameters_by_prefix("").items()}
+    """Current value of every parameter the node holds (declared or set); a string array
+    declared without a value (an empty list, see `_needs_static_type`) reads as []."""
+    values = {}
+    for name, parameter in node.get_parameters_by_prefix("").items():
+        if name in ROS_NODE_PARAMETERS:
+            continue
+        unset_array = parameter.type_ == RosParameter.Type.NOT_SET and (
+            node.describe_parameter(name).type == RosParameter.Type.STRING_ARRAY.value)
+        values[name] = [] if unset_array else parameter.value
+    return values
 
 
-# ---------------------------------------------------------------- building the model
 @dataclass
 class Backend:
-    """A built model and the keyword arguments of each `reconstruct` call (the optimizer)."""
+    """A built model and scene optimizer, and the settings they were built from."""
 
     model: SceneFromViewsBase
-    reconstruct_kwargs: dict[str, Any]
-    settings: NodeSettings
+    optimizer: SceneOptimizerBase | None
+    settings: MappingSettings
+
+    @property
+    def reconstruct_kwargs(self) -> dict[str, Any]:
+        return {} if self.optimizer is None else {"optimizer": self.optimizer}
 
 
-def _check_preprocessing(model: SceneFromViewsBase) -> None:
-    """Run the model's preprocessing on a small image: rejects bad resize/crop options now
-    rather than at the next window (preprocessing is cheap for every model)."""
-    options = {k: v for k, v in model.call_defaults.items() if k in keyword_names(model.preprocess_images)}
-    dummy = np.random.default_rng(0).integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
-    model.preprocess_images([dummy, dummy], **options)
+def call_option_values(options: Options, model: SceneFromViewsBase) -> Mapping[str, Any]:
+    """The per-call option values of `options`, as `with_call_options` takes them."""
+    values = options.values()
+    return {name: values[name] for name in model.call_kwargs()}
 
 
-def build_backend(settings: NodeSettings, previous: Backend | None = None) -> Backend:
-    """Build the model (and optimizer) that `settings` describe.
-
-    When only per-call options changed (e.g. model.conf_thres) the loaded network of
-    `previous` is reused, so a 1B-parameter model is not reloaded for a threshold.  Errors
-    (unknown kwarg, unloadable checkpoint, bad option value) propagate with their reason.
-    """
-    cls = _model_class(settings.model_type)
-    construction = set(cls.construction_kwargs())
-    model = None
-    if previous is not None and previous.settings.model_type == settings.model_type and previous.settings.device == settings.device:
-        old, new = previous.settings.model_kwargs, settings.model_kwargs
-        if all(old.get(name) == new.get(name) for name in construction):
-            call = {name: value for name, value in new.items() if name not in construction}
-            previous.model.check_call_kwargs(call)
-            model = copy.copy(previous.model)
-            model.call_defaults = call
-    if model is None:
+def build_backend(settings: MappingSettings, previous: Backend | None = None) -> Backend:
+    """Build what `settings` describe.  When the model's construction options, type and
+    device are those of `previous`, its loaded network is reused with the new per-call
+    options (a threshold change does not reload a 1B-parameter network); otherwise the
+    model is built (slow: run it off the callback thread).  Errors propagate."""
+    if previous is not None and previous.settings.model_signature() == settings.model_signature():
+        model = previous.model.with_call_options(**call_option_values(settings.model_options, previous.model))
+    else:
         model = settings.build_model()
-    _check_preprocessing(model)
-    optimizer = settings.build_optimizer()
-    return Backend(model, {} if optimizer is None else {"optimizer": optimizer}, settings)
+    return Backend(model, settings.build_optimizer(), settings)
+
+
+class BackendRebuilder:
+    """Builds backends on a thread of its own so that a parameter callback never waits for a
+    model to load; the newest request wins.  `on_ready(backend)` or `on_failed(settings,
+    error)` is called from that thread, unless a newer request came in meanwhile."""
+
+    def __init__(self, on_ready: Callable[[Backend], None], on_failed: Callable[[MappingSettings, Exception], None]) -> None:
+        self._on_ready, self._on_failed = on_ready, on_failed
+        self._condition = threading.Condition()
+        self._request: MappingSettings | None = None
+        self._building: MappingSettings | None = None
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="sfv-model-builder", daemon=True)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        """True while a build runs or waits."""
+        return self.target is not None
+
+    @property
+    def target(self) -> tuple[Any, ...] | None:
+        """The model signature that is being built or waits to be (None when idle)."""
+        with self._condition:
+            settings = self._request or self._building
+            return None if settings is None else settings.model_signature()
+
+    def request(self, settings: MappingSettings) -> None:
+        with self._condition:
+            self._request = settings
+            self._condition.notify_all()
+
+    def cancel(self) -> None:
+        """Forget a waiting request (a running build still finishes and reports)."""
+        with self._condition:
+            self._request = None
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        with self._condition:
+            self._closing, self._request = True, None
+            self._condition.notify_all()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while self._request is None and not self._closing:
+                    self._condition.wait()
+                if self._closing:
+                    return
+                settings, self._request = self._request, None
+                self._building = settings
+            backend, failure = None, None
+            try:
+                backend = build_backend(settings)
+            except Exception as error:  # noqa: BLE001 - any failure is reported, the old model stays
+                failure = error
+            with self._condition:
+                superseded = self._request is not None  # then build the newer request instead
+            if not superseded and backend is not None:
+                self._on_ready(backend)
+            elif not superseded and failure is not None:
+                self._on_failed(settings, failure)
+            with self._condition:
+                self._building = None

@@ -9,8 +9,6 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
-IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
-
 # The map is large and changes once per window: keep the last one for late joiners (RViz).
 MAP_CLOUD_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -31,9 +29,8 @@ DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliabil
 
 def image_qos(kind: str, depth: int) -> QoSProfile:
     """Subscription QoS for camera topics: "sensor_data" (best effort, what camera drivers
-    publish) or "reliable" (e.g. bag playback, image_transport republishers)."""
-    if kind not in IMAGE_QOS_CHOICES:
-        raise ValueError(f"image_qos must be one of {', '.join(IMAGE_QOS_CHOICES)}, got {kind!r}")
+    publish) or "reliable" (e.g. bag playback, image_transport republishers); the choice is
+    checked by the parameter's declaration (`NodeInputs.image_qos`)."""
     base = qos_profile_sensor_data if kind == "sensor_data" else QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST, depth=depth,

@@ -113,8 +113,6 @@ class Aggregator(nn.Module):
         self.global_blocks = blocks()
         self.camera_token = nn.Parameter(torch.zeros(1, 2, 1, c))
         self.register_token = nn.Parameter(torch.zeros(1, 2, cfg.num_register_tokens, c))
-        self.register_buffer("_mean", torch.tensor(_IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
-        self.register_buffer("_std", torch.tensor(_IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor, keep_layers: Iterable[int] | None = None) -> dict[int, torch.Tensor]:
         """images (B, S, 3, H, W) in [0, 1] -> {layer: (B, S, P, 2C)} for the kept layers.
@@ -125,7 +123,11 @@ class Aggregator(nn.Module):
         if channels != 3:
             raise ValueError(f"expected 3 colour channels, got {channels}")
         keep = set(range(self.depth)) if keep_layers is None else set(keep_layers)
-        x = ((images - self._mean) / self._std).reshape(batch * frames, 3, height, width)
+        # Constants made here, not buffers: the network is built on the meta device and only
+        # the checkpoint's tensors are materialised.
+        mean = images.new_tensor(_IMAGENET_MEAN).view(1, 1, 3, 1, 1)
+        std = images.new_tensor(_IMAGENET_STD).view(1, 1, 3, 1, 1)
+        x = ((images - mean) / std).reshape(batch * frames, 3, height, width)
         patches = self.patch_embed(x)
         tokens = torch.cat(
             [_first_and_rest(self.camera_token, batch, frames), _first_and_rest(self.register_token, batch, frames), patches],
