@@ -9,9 +9,11 @@ import torch
 from safetensors.torch import save_file
 
 from scene_from_views_ros.core.checkpoint import (
+    build_network,
     load_checkpoint_into,
     load_state_dict,
     resolve_checkpoint,
+    safetensors_index,
 )
 from scene_from_views_ros.core.errors import (
     CheckpointCorruptError,
@@ -186,3 +188,116 @@ def test_non_state_dict_pickle(tmp_path):
     torch.save([1, 2, 3], path)
     with pytest.raises(CheckpointCorruptError, match="does not contain a state dict"):
         load_state_dict(path)
+
+
+# ---------------------------------------------------------------- reading and building
+def test_our_safetensors_reader_equals_the_library_for_every_dtype(tmp_path):
+    from safetensors.torch import load_file
+
+    generator = torch.Generator().manual_seed(0)
+    state = {
+        "f32": torch.randn(3, 5, generator=generator),
+        "f16": torch.randn(7, generator=generator).half(),
+        "bf16": torch.randn(2, 3, generator=generator).bfloat16(),
+        "f64": torch.randn(4, generator=generator).double(),
+        "i64": torch.arange(-3, 9),
+        "i32": torch.arange(5, dtype=torch.int32),
+        "u8": torch.arange(250, 256, dtype=torch.uint8),
+        "bool": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(3.5),
+        "empty": torch.zeros(0, 4),
+    }
+    path = tmp_path / "all.safetensors"
+    save_file(state, str(path), metadata={"format": "pt"})
+    ours, reference = load_state_dict(path), load_file(str(path))
+    assert set(ours) == set(reference) == set(state)
+    for name, tensor in reference.items():
+        assert ours[name].dtype == tensor.dtype and ours[name].shape == tensor.shape, name
+        assert torch.equal(ours[name], tensor), name
+    only = load_state_dict(path, select=lambda key: key.startswith("f"))
+    assert set(only) == {"f32", "f16", "f64"}
+
+
+def test_a_file_cut_short_or_with_a_bad_header_is_corrupt(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_file({"a": torch.ones(1000)}, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[:-1000])
+    with pytest.raises(CheckpointCorruptError, match="tensor 'a' needs bytes"):
+        safetensors_index(path)
+    path.write_bytes((10**12).to_bytes(8, "little") + data[8:])
+    with pytest.raises(CheckpointCorruptError, match="no valid safetensors header"):
+        safetensors_index(path)
+
+
+def test_build_network_allocates_only_the_checkpoints_tensors(tmp_path, monkeypatch):
+    """The network is constructed on the meta device (nothing initialised), the file is
+    checked against it from its header, only the kept keys are read, and the tensors read
+    become the parameters themselves (no copy); fp16 weights become the network's fp32."""
+    from scene_from_views_ros.core import checkpoint
+
+    source = make_net(3)
+    state = {k: v.half() for k, v in source.state_dict().items()}
+    state["track_head.w"] = torch.ones(2)
+    path = tmp_path / "model.safetensors"
+    save_file(state, str(path))
+    constructed_on_meta, requested, read = [], [], {}
+    original_read = checkpoint.read_safetensors
+
+    def spy_read(path, entries, device="cpu"):  # noqa: ANN001, ANN202
+        requested.extend(entries)
+        read.update(original_read(path, entries, device))
+        return read
+
+    monkeypatch.setattr(checkpoint, "read_safetensors", spy_read)
+
+    def build() -> torch.nn.Module:
+        net = make_net(0)
+        constructed_on_meta.append(all(p.is_meta for p in net.parameters()))
+        return net
+
+    net = build_network(build, path, "cpu", drop_prefixes=("track_head.",))
+    assert constructed_on_meta == [True]
+    assert sorted(requested) == sorted(source.state_dict())  # the dropped key was never read
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    for name, value in source.state_dict().items():
+        assert net.state_dict()[name].dtype == torch.float32
+        assert torch.equal(net.state_dict()[name], value.half().float()), name
+    # The fp32 copies replaced the fp16 tensors read; a float32 file is used in place:
+    save_file(source.state_dict(), str(path))
+    read.clear()
+    net = build_network(lambda: make_net(0), path, "cpu")
+    assert {name: p.data_ptr() for name, p in net.named_parameters()} == {name: t.data_ptr() for name, t in read.items()}
+
+
+def test_build_network_refuses_a_mismatch_before_reading_any_tensor(tmp_path, monkeypatch):
+    from scene_from_views_ros.core import checkpoint
+
+    state = make_net().state_dict()
+    state["2.weight"] = torch.zeros(3, 8)
+    path = tmp_path / "wrong.safetensors"
+    save_file(state, str(path))
+    monkeypatch.setattr(checkpoint, "read_safetensors", lambda *args, **kwargs: pytest.fail("tensors were read"))
+    with pytest.raises(CheckpointMismatchError, match=r"2\.weight \(checkpoint \(3, 8\) vs model \(2, 8\)\)"):
+        build_network(lambda: make_net(0), path)
+
+
+def test_build_network_from_an_official_style_pth(tmp_path):
+    source = make_net(5)
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": source.state_dict(), "args": argparse.Namespace(model="Net()")}, path)
+    net = build_network(lambda: make_net(0), path)
+    assert_same_weights(net, source)
+
+
+def test_every_module_tensor_must_come_from_the_checkpoint(tmp_path):
+    class WithBuffer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 2)
+            self.register_buffer("constant", torch.ones(2), persistent=False)
+
+    path = tmp_path / "model.safetensors"
+    save_file(WithBuffer().state_dict(), str(path))
+    with pytest.raises(RuntimeError, match="constant"):
+        build_network(WithBuffer, path)

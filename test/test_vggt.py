@@ -66,6 +66,20 @@ def test_tiny_network_matches_reference_outputs(tiny_network: VGGT) -> None:
     assert out["depth"].shape == (1, 3, 140, 140, 1)
 
 
+def test_the_model_built_on_the_meta_device_is_bit_identical(tiny_network: VGGT, tiny_model: SceneFromViewsVggt) -> None:
+    """The factory path (meta construction, weights read into place) gives the very network
+    that eager construction plus a state-dict copy gives: same tensors, same outputs."""
+    built = tiny_model.network
+    assert not any(t.is_meta for t in (*built.parameters(), *built.buffers()))
+    for name, tensor in built.state_dict().items():
+        assert tensor.dtype == torch.float32 and torch.equal(tensor, tiny_network.state_dict()[name]), name
+    images = torch.from_numpy(np.load(FIXTURE / "images.npy")).permute(0, 3, 1, 2).float().div(255)
+    with torch.inference_mode():
+        eager, meta_built = tiny_network(images), built(images)
+    for key in ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf"):
+        assert torch.equal(eager[key], meta_built[key]), key
+
+
 def test_chunked_heads_equal_unchunked(tiny_network: VGGT) -> None:
     images = torch.from_numpy(np.load(FIXTURE / "images.npy")).permute(0, 3, 1, 2).float().div(255)
     with torch.inference_mode():
