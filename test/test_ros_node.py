@@ -11,6 +11,7 @@ Random weights give meaningless geometry, so chaining is told to accept any fini
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -416,6 +417,61 @@ def test_save_map_writes_readable_files(ros) -> None:  # noqa: ANN001
     stamps, poses = read_tum(tum)
     assert len(stamps) >= WINDOW and set(stamps) <= probe.stamps
     assert all(np.isfinite(pose).all() for pose in poses)
+    # keyframes.json: the camera_info_topics' K kept with the camera's keyframes, none for the
+    # kitchen topic, which has no CameraInfo topic.
+    document = json.loads((tmp_path / "saved" / "keyframes.json").read_text())
+    assert document["map_frame"] == "test_map" and len(document["keyframes"]) == len(stamps)
+    by_camera = defaultdict(list)
+    for keyframe in document["keyframes"]:
+        by_camera[keyframe["camera_id"]].append(keyframe["camera_intrinsics"])
+        assert keyframe["frame_id"].startswith("test_kf_") and "depth" not in keyframe
+    known = [k for k in by_camera[CAMERA] if k is not None]
+    assert len(known) >= len(by_camera[CAMERA]) - 1 >= 1 and np.allclose(known[0], probe.sequence.intrinsics)
+    assert all(k is None for k in by_camera[KITCHEN])
+
+
+def window_cloud_points(probe: Probe) -> int:
+    """Points of the next window cloud."""
+    produce_windows(probe, 1)
+    return probe.messages(f"{NODE}/window_cloud")[-1].width
+
+
+def test_options_change_what_the_node_publishes(ros) -> None:  # noqa: ANN001
+    """publish.window_cloud_stride, model.conf_thres and publish.depth, changed at runtime,
+    each change the next window's messages; the input QoS and diagnostics period of the YAML
+    file are those the subscriptions and the /diagnostics stream have."""
+    node, probe, _ = ros
+    assert probe.set_parameter("model.conf_thres", 0.0) == (True, "")
+    height, width = processed_shape(160, 120, TARGET_SIZE)
+    full = window_cloud_points(probe)
+    assert full == WINDOW * height * width  # every pixel: no threshold, the model keeps all
+    assert probe.set_parameter("publish.window_cloud_stride", 2) == (True, "")
+    strided = window_cloud_points(probe)
+    assert strided == WINDOW * ((height + 1) // 2) * ((width + 1) // 2)
+    assert probe.set_parameter("publish.window_cloud_stride", 1) == (True, "")
+    assert probe.set_parameter("model.conf_thres", 90.0) == (True, "")
+    confident = window_cloud_points(probe)
+    assert 0 < confident <= 0.11 * full  # the 10 % most confident pixels of the window
+    depth = probe.messages(f"{NODE}/depth")[-1]
+    values = np.frombuffer(bytes(depth.data), "<f4")
+    assert 0.5 < np.isnan(values).mean() < 1.0  # the dropped pixels are NaN in the depth images too
+    assert probe.set_parameter("publish.depth", False) == (True, "")
+    depths = probe.count(f"{NODE}/depth")
+    produce_windows(probe, 1)
+    assert probe.count(f"{NODE}/depth") == depths
+    assert probe.set_parameter("publish.depth", True) == (True, "")
+    assert probe.set_parameter("model.conf_thres", 50.0) == (True, "")
+    # image_qos: reliable and image_qos_depth: 100 from the test's YAML (defaults: best effort,
+    # 5).  The graph shows the reliability; the history depth is the subscription's own (it
+    # only shows when the callbacks fall behind a burst).
+    (endpoint,) = [info for info in probe.node.get_subscriptions_info_by_topic(CAMERA) if info.node_name == "scene_from_views"]
+    assert endpoint.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+    (subscription,) = [sub for sub in node.subscriptions if sub.topic_name == CAMERA]
+    assert subscription.qos_profile.depth == 100
+    # diagnostics_period_s: 0.2 in the test's YAML (default 1 s).
+    start = probe.count("/diagnostics")
+    time.sleep(2.0)
+    assert probe.count("/diagnostics") - start >= 6
 
 
 def test_reset_clears_the_map(ros) -> None:  # noqa: ANN001

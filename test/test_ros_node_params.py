@@ -209,6 +209,14 @@ def test_node_and_cli_accept_exactly_the_same_values(
     assert running_node.settings.model_options.conf_thres == 50.0 and running_node.get_parameter("model.conf_thres").value == 50.0
 
 
+def test_exponent_notation_is_a_number_for_both(context: Context, capsys: pytest.CaptureFixture[str]) -> None:
+    """ROS reads ``-p x:=1e-5`` as a number (YAML 1.1 would read a string): so does the CLI."""
+    assert cli_accepts(capsys, "chain.inlier_threshold", "1e-5")[0]
+    assert node_start_accepts(context, "chain.inlier_threshold", "1e-5")[0]
+    assert not cli_accepts(capsys, "chain.inlier_threshold", "1e-9")[0]
+    assert not node_start_accepts(context, "chain.inlier_threshold", "1e-9")[0]
+
+
 def test_bad_values_name_the_parameter_the_value_and_what_is_allowed(capsys: pytest.CaptureFixture[str]) -> None:
     _, error = cli_accepts(capsys, "model.conf_thres", "150")
     assert "model.conf_thres=150 is not allowed: expected a number in [0, 100] (percentile)" in error

@@ -190,6 +190,27 @@ def test_bad_inputs(tiny_model: SceneFromViewsVggt, tmp_path: Path) -> None:
         SceneFromViewsVggt(checkpoint=other, config=FIXTURE / "config.json", device="cpu")
 
 
+def test_frames_chunk_size_bounds_the_heads_without_changing_outputs(tiny_model: SceneFromViewsVggt) -> None:
+    """model.frames_chunk_size: the DPT heads see at most that many frames at once (what
+    bounds their activation memory on long windows); the outputs stay the same."""
+    images = [np.asarray(image) for image in np.load(FIXTURE / "images.npy")] * 2  # 6 views
+    batches: list[int] = []
+    hook = tiny_model.network.depth_head.scratch.output_conv2.register_forward_hook(
+        lambda _module, inputs, _output: batches.append(inputs[0].shape[0]))
+    try:
+        results = {}
+        for chunk in (0, 2, 4):
+            batches.clear()
+            results[chunk] = tiny_model.reconstruct(images, rgb=True, target_size=140, frames_chunk_size=chunk)
+            results[chunk].extras["head_batches"] = list(batches)
+    finally:
+        hook.remove()
+    assert [results[c].extras["head_batches"] for c in (0, 2, 4)] == [[6], [2, 2, 2], [4, 2]]
+    for chunk in (2, 4):
+        for ours, whole in zip(results[chunk].depth_predictions, results[0].depth_predictions, strict=True):
+            np.testing.assert_allclose(ours, whole, rtol=1e-5, atol=1e-6)
+
+
 def test_reduced_precision_only_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     from scene_from_views_ros.models.vggt import autocast_dtype
 

@@ -83,3 +83,19 @@ def test_rejected_views_are_dropped_and_survivors_reconstructed(model, processed
 def test_no_rejection_keeps_first_pass(model, processed) -> None:
     out = model.infer(processed, rej_thresh=0.0)  # scores are >= 0: nothing is under the threshold
     assert out["scores"].rejected == [] and out["raw"]["depth"].shape[0] == len(NAMES)
+
+
+def test_score_options_change_the_view_scores(model, processed) -> None:
+    """attn_a, cos_a and the two normalisation flags decide each view's score (which
+    rej_thresh compares): each of them changes the scores."""
+    base = dict(use_most_central_as_reference=False, use_anchor_relative_score=False, rej_thresh=0.0)
+    scores = {name: model.infer(processed, **{**base, **change})["scores"] for name, change in {
+        "base": {}, "attn_a": {"attn_a": 1.0}, "cos_a": {"cos_a": 1.0},
+        "relative": {"use_anchor_relative_score": True}, "central": {"use_most_central_as_reference": True},
+    }.items()}
+    for name in ("attn_a", "cos_a", "relative", "central"):
+        assert not np.allclose(scores[name].scores, scores["base"].scores), name
+    np.testing.assert_allclose(scores["attn_a"].scores - scores["base"].scores, 0.5 * scores["base"].attention, atol=1e-6)
+    np.testing.assert_allclose(scores["cos_a"].scores - scores["base"].scores, 0.5 * scores["base"].cosine, atol=1e-6)
+    assert scores["relative"].scores[0] == pytest.approx(1.0)  # relative to the anchor (view 0 here)
+    assert scores["central"].anchor != 0  # the most central view of this set is not the first

@@ -17,6 +17,7 @@ message and the exit status is 2; a run in which no window could be placed exits
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -61,16 +62,27 @@ PARAMETER_OPTIONS: list[tuple[str, str, type, str]] = [
 ]
 
 
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
+
+
+def parse_value(text: str) -> Any:
+    """A parameter value as ROS reads ``-p name:=value``: YAML, except that a number in
+    exponent notation without a dot (1e-5), a string for YAML 1.1, is a number as for ROS."""
+    try:
+        parsed = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+    if isinstance(parsed, str) and _FLOAT.match(parsed.strip()):
+        return float(parsed)
+    return "" if parsed is None else parsed
+
+
 def _key_value(text: str) -> tuple[str, Any]:
-    """NAME=VALUE with VALUE read as a YAML scalar (so 8 is an int, true a bool, 0.5 a float)."""
+    """NAME=VALUE with VALUE read as the node reads it (`parse_value`)."""
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
-    return name.strip(), "" if parsed is None else parsed
+    return name.strip(), parse_value(value)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -282,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
         keyframes_in_map=len(trajectory),
         windows=stats.windows_done,
         windows_failed=stats.windows_failed,
+        views_rejected=stats.views_rejected,
         map_points=stats.map_points,
         voxel_size=mapper.map.voxel_size,
         units="m" if metric else "map units",

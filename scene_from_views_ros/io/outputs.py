@@ -82,6 +82,7 @@ class RunSummary:
     keyframes_in_map: int = 0
     windows: int = 0
     windows_failed: int = 0
+    views_rejected: int = 0
     map_points: int = 0
     voxel_size: float = 0.0
     units: str = "map units"
@@ -99,13 +100,48 @@ class RunSummary:
             f"model:      {self.model}",
             f"frames:     {self.frames_read} read ({rate:.1f} frames/s overall), {self.keyframes} keyframes"
             f" ({self.keyframes_dropped} dropped, {self.keyframes_in_map} in the map)",
-            f"windows:    {self.windows} placed, {self.windows_failed} failed; {self.mean_window_s:.2f} s per window on average",
+            f"windows:    {self.windows} placed, {self.windows_failed} failed; {self.mean_window_s:.2f} s per window on average"
+            + (f"; {self.views_rejected} views rejected by the model" if self.views_rejected else ""),
             f"map:        {self.map_points} points (voxel {self.voxel_size:.4g} {self.units})",
             f"time:       {self.total_s:.1f} s",
         ]
         lines += [f"failed:     {failure}" for failure in self.failures]
         lines += [f"{name + ':':<11} {path}" for name, path in self.outputs.items()]
         return "\n".join(lines)
+
+
+def write_keyframes_json(
+    output_dir: str | Path, trajectory: list[KeyframePose], frames: FrameNames, metric: bool, *, depth_files: bool = True
+) -> Path:
+    """keyframes.json: poses (camera-to-map 4x4, OpenCV optical axes), intrinsics (the model's
+    and, where the input gave them, the camera's) and, with `depth_files`, the keyframes' depth
+    file names; written by the offline tool and by the node's ~/save_map."""
+    entries = []
+    for keyframe in trajectory:
+        entries.append({
+            "keyframe_id": keyframe.keyframe_id,
+            "stamp_ns": int(keyframe.stamp_ns),
+            "stamp_s": keyframe.stamp_ns / 1e9,
+            "camera_id": keyframe.camera_id,
+            "frame_id": frames.keyframe_frame(keyframe.keyframe_id),
+            "window_index": keyframe.window_index,
+            "pose": np.asarray(keyframe.pose, np.float64).tolist(),
+            "intrinsics": np.asarray(keyframe.intrinsics, np.float64).tolist(),
+            "image_size": list(keyframe.image_size),
+            "camera_intrinsics": None if keyframe.camera_intrinsics is None else np.asarray(keyframe.camera_intrinsics).tolist(),
+            **(keyframe_files(keyframe.keyframe_id) if depth_files else {}),
+        })
+    document = {
+        "map_frame": frames.map_frame,
+        "units": "metres" if metric else "map units (the model's own scale)",
+        "pose": "camera-to-map 4x4, OpenCV optical axes (x right, y down, z forward)",
+        "intrinsics": "3x3 in the pixels of the model's input image (image_size = width, height), which the depth maps use",
+        "camera_intrinsics": "3x3 of the source camera, where the input provided them",
+        "keyframes": entries,
+    }
+    path = Path(output_dir) / "keyframes.json"
+    path.write_text(json.dumps(document, indent=1))
+    return path
 
 
 class MapOutputs:
@@ -155,33 +191,8 @@ class MapOutputs:
         return np.load(self.output_dir / keyframe_files(keyframe.keyframe_id)["depth"], mmap_mode="r")
 
     def write_keyframes_json(self, trajectory: list[KeyframePose], frames: FrameNames, metric: bool) -> Path:
-        """keyframes.json: poses (camera-to-map 4x4, OpenCV optical axes), intrinsics, files."""
-        entries = []
-        for keyframe in trajectory:
-            entries.append({
-                "keyframe_id": keyframe.keyframe_id,
-                "stamp_ns": int(keyframe.stamp_ns),
-                "stamp_s": keyframe.stamp_ns / 1e9,
-                "camera_id": keyframe.camera_id,
-                "frame_id": frames.keyframe_frame(keyframe.keyframe_id),
-                "window_index": keyframe.window_index,
-                "pose": np.asarray(keyframe.pose, np.float64).tolist(),
-                "intrinsics": np.asarray(keyframe.intrinsics, np.float64).tolist(),
-                "image_size": list(keyframe.image_size),
-                "camera_intrinsics": None if keyframe.camera_intrinsics is None else np.asarray(keyframe.camera_intrinsics).tolist(),
-                **keyframe_files(keyframe.keyframe_id),
-            })
-        document = {
-            "map_frame": frames.map_frame,
-            "units": "metres" if metric else "map units (the model's own scale)",
-            "pose": "camera-to-map 4x4, OpenCV optical axes (x right, y down, z forward)",
-            "intrinsics": "3x3 in the pixels of the model's input image (image_size = width, height), which the depth maps use",
-            "camera_intrinsics": "3x3 of the source camera, where the input provided them",
-            "keyframes": entries,
-        }
-        path = self.output_dir / "keyframes.json"
-        path.write_text(json.dumps(document, indent=1))
-        return path
+        """keyframes.json in the output folder (see `write_keyframes_json`)."""
+        return write_keyframes_json(self.output_dir, trajectory, frames, metric)
 
     def summary(self, summary: RunSummary) -> RunSummary:
         """Fill in the window timings and total time, and write summary.json."""

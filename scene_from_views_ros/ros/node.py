@@ -43,6 +43,7 @@ from tf2_msgs.msg import TFMessage
 from ..core.checkpoint import check_checkpoint_reference
 from ..core.errors import InvalidImageError, SceneFromViewsError
 from ..core.result import PointCloud
+from ..io.outputs import write_keyframes_json
 from ..io.messages import UnsupportedEncodingError, camera_info_intrinsics, compressed_to_rgb, image_to_rgb, masked_depth, stamp_to_ns
 from ..mapping.chaining import WindowInMap
 from ..mapping.global_map import KeyframePose
@@ -343,15 +344,19 @@ class SceneFromViewsNode(Node):
         return response
 
     def _on_save_map(self, _: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        settings = self._settings
         try:
-            ply_path, tum_path = self.mapper.save(self._settings.output_dir)
+            ply_path, tum_path = self.mapper.save(settings.output_dir)
+            json_path = write_keyframes_json(
+                settings.output_dir, self.mapper.trajectory(), settings.frames, settings.mapper.chain.metric, depth_files=False,
+            )
         except OSError as error:
-            response.success, response.message = False, f"cannot write the map to {self._settings.output_dir!r}: {error}"
+            response.success, response.message = False, f"cannot write the map to {settings.output_dir!r}: {error}"
             self.get_logger().error(response.message)
             return response
         stats = self.mapper.stats
         response.success = True
-        response.message = f"wrote {ply_path} ({stats.map_points} points) and {tum_path}"
+        response.message = f"wrote {ply_path} ({stats.map_points} points), {tum_path} and {json_path}"
         self.get_logger().info(response.message)
         return response
 
