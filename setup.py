@@ -26,6 +26,7 @@ setup(
         "opencv-python-headless",
         "pillow",
         "pyyaml",
+        "scipy",
         "tqdm",
     ],
     extras_require={

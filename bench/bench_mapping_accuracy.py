@@ -32,8 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scene_from_views_ros.geometry import sim3  # noqa: E402
-from scene_from_views_ros.mapping import (  # noqa: E402
+from scene_from_views_ros.geometry import sim3
+from scene_from_views_ros.mapping import (
     ChainConfig,
     KeyframeConfig,
     MapConfig,
@@ -41,7 +41,7 @@ from scene_from_views_ros.mapping import (  # noqa: E402
     SlidingWindowMapper,
     WindowConfig,
 )
-from scene_from_views_ros.mapping.synthetic import SyntheticWindowBackend, evaluate_mapper, make_sequence  # noqa: E402
+from scene_from_views_ros.mapping.synthetic import SyntheticWindowBackend, evaluate_mapper, make_sequence
 
 SCENARIOS = {
     "depth noise 1% (target)": dict(depth_noise=0.01),
@@ -62,7 +62,7 @@ def mapper_config(metric: bool = False) -> MapperConfig:
     )
 
 
-def plain_least_squares(source, target, weights=None, with_scale=True, **_):  # noqa: ANN001, ANN201
+def plain_least_squares(source, target, weights=None, with_scale=True, **_):
     """Baseline chaining: one weighted Umeyama fit over all correspondences, no robustness."""
     transform = sim3.umeyama(source, target, weights, with_scale)
     return sim3.Sim3Fit(transform, np.ones(len(source), bool), 0.0, 1.0)

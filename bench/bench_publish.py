@@ -36,9 +36,9 @@ from tf2_msgs.msg import TFMessage
 from scene_from_views_ros.mapping.chaining import WindowInMap
 from scene_from_views_ros.mapping.global_map import GlobalMap, KeyframePose, MapConfig
 from scene_from_views_ros.mapping.keyframes import Frame, Keyframe
+from scene_from_views_ros.mapping.settings import settings_from_parameters
 from scene_from_views_ros.ros.conversions import make_pointcloud2, make_pointcloud2_from_views, ns_to_stamp
 from scene_from_views_ros.ros.node import OutputPublishers, build_window_messages, window_cloud_masks
-from scene_from_views_ros.ros.params import SPECS, read_settings
 from scene_from_views_ros.ros.qos import MAP_CLOUD_QOS, TF_QOS, WINDOW_QOS
 
 WIDTH, HEIGHT, VIEWS = 518, 392, 8
@@ -63,7 +63,8 @@ def make_window(rng: np.random.Generator, offset: float = 0.0) -> WindowInMap:
         images.append(image)
     return WindowInMap(
         index=1, keyframes=keyframes, poses=poses, depths=depths, points=points, confidences=confidences,
-        images=images, intrinsics=[k] * VIEWS, transform=np.eye(4), fit=None, new_views=list(range(2, VIEWS)),
+        images=images, intrinsics=[k] * VIEWS, masks=[np.ones((HEIGHT, WIDTH), bool)] * VIEWS, transform=np.eye(4),
+        fit=None, new_views=list(range(2, VIEWS)),
     )
 
 
@@ -90,13 +91,13 @@ def baseline_pointcloud2(points: np.ndarray, colors: np.ndarray, stamp_ns: int, 
     pack = struct.Struct("<fffI").pack
     data = b"".join(
         pack(float(x), float(y), float(z), (int(r) << 16) | (int(g) << 8) | int(b))
-        for (x, y, z), (r, g, b) in zip(points.tolist(), colors.tolist())
+        for (x, y, z), (r, g, b) in zip(points.tolist(), colors.tolist(), strict=True)
     )
     return PointCloud2(header=Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id), height=1, width=len(points),
                        fields=_FIELDS, is_bigendian=False, point_step=16, row_step=16 * len(points), is_dense=True, data=data)
 
 
-def timed(function, repeats: int) -> tuple[float, float, object]:  # noqa: ANN001
+def timed(function, repeats: int) -> tuple[float, float, object]:
     """(minimum, median) wall time in ms over `repeats` calls, and the last result.  The
     minimum is the figure least disturbed by other processes on a shared machine."""
     times, result = [], None
@@ -119,11 +120,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     window = make_window(rng)
     global_map = make_map(rng, args.map_points, args.keyframes)
-    settings = read_settings({name: spec.default for name, spec in SPECS.items()})
+    settings = settings_from_parameters({})
     stamp = window.keyframes[-1].stamp_ns
     masks = window_cloud_masks(window, 0.0, 1)
-    points = np.concatenate([p[m] for p, m in zip(window.points, masks)])
-    colors = np.concatenate([i[m] for i, m in zip(window.images, masks)])
+    points = np.concatenate([p[m] for p, m in zip(window.points, masks, strict=True)])
+    colors = np.concatenate([i[m] for i, m in zip(window.images, masks, strict=True)])
 
     rclpy.init()
     node = rclpy.create_node("bench_publish")

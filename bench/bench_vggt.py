@@ -48,7 +48,6 @@ def _status_kib(field: str) -> int:
 
 def _child(which: str, args: argparse.Namespace, weights: str, queue) -> None:
     import torch
-
     from make_vggt_fixtures import build_reference, import_reference
 
     from scene_from_views_ros.core.checkpoint import load_checkpoint_into, load_state_dict
@@ -86,7 +85,6 @@ def torch_from_u8(array):
 
 def _interleaved_times(args: argparse.Namespace, weights: str) -> dict[str, list[float]]:
     import torch
-
     from make_vggt_fixtures import build_reference
 
     from scene_from_views_ros.core.checkpoint import load_checkpoint_into, load_state_dict
@@ -121,9 +119,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from safetensors.torch import save_file
-
     from make_vggt_fixtures import build_reference, import_reference, perturb_
+    from safetensors.torch import save_file
 
     import_reference(args.reference, args.stubs)
     with tempfile.TemporaryDirectory() as tmp:

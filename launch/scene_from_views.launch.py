@@ -11,11 +11,12 @@ that model's model.* parameters; loaded after params_file), use_rviz.
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 PACKAGE = "scene_from_views_ros"
 

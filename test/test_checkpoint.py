@@ -28,7 +28,7 @@ def make_net(seed: int = 0) -> torch.nn.Module:
 
 
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
 
 
@@ -173,14 +173,18 @@ def test_wrong_keys_and_shapes_are_listed(tmp_path):
         assert torch.equal(value, before[name])
 
 
-def test_dropped_prefixes_are_skipped_knowingly(tmp_path):
+def test_dropped_prefixes_are_skipped_knowingly(tmp_path, caplog):
     state = make_net(1).state_dict()
     state["track_head.w"] = torch.ones(2)
     path = tmp_path / "with_track.safetensors"
     save_file(state, str(path))
     with pytest.raises(CheckpointMismatchError, match="track_head.w"):
         load_checkpoint_into(make_net(), path)
-    load_checkpoint_into(make_net(), path, drop_prefixes=("track_head.",))
+    with caplog.at_level("INFO", logger="scene_from_views_ros.core.checkpoint"):
+        load_checkpoint_into(make_net(), path, drop_prefixes=("track_head.",))
+        build_network(make_net, path, drop_prefixes=("track_head.",))
+    dropped = [r.getMessage() for r in caplog.records if "dropped (not built)" in r.getMessage()]
+    assert len(dropped) == 2 and all("1 keys under track_head." in message for message in dropped)
 
 
 def test_non_state_dict_pickle(tmp_path):
@@ -244,7 +248,7 @@ def test_build_network_allocates_only_the_checkpoints_tensors(tmp_path, monkeypa
     constructed_on_meta, requested, read = [], [], {}
     original_read = checkpoint.read_safetensors
 
-    def spy_read(path, entries, device="cpu"):  # noqa: ANN001, ANN202
+    def spy_read(path, entries, device="cpu"):
         requested.extend(entries)
         read.update(original_read(path, entries, device))
         return read

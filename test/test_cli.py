@@ -60,7 +60,7 @@ def check_map_outputs(out: Path, summary: dict) -> dict:
     keyframes = document["keyframes"]
     assert len(keyframes) == len(stamps) == summary["keyframes_in_map"] > 0
     assert [kf["stamp_ns"] for kf in keyframes] == stamps
-    for keyframe, pose in zip(keyframes, poses):
+    for keyframe, pose in zip(keyframes, poses, strict=True):
         np.testing.assert_allclose(np.array(keyframe["pose"]), pose, atol=1e-6)
         width, height = keyframe["image_size"]
         intrinsics = np.array(keyframe["intrinsics"])
@@ -237,7 +237,8 @@ def _error_inputs(tmp_path: Path) -> dict[str, list[object]]:
         "wrong_type": [bag, "--topic", "/chatter"],
         "empty_topic": [bag, "--topic", "/empty/image_raw"],
         "no_images": [no_images],
-        "weights": [bag, "--topic", "/cam/image_raw", "--checkpoint", tmp_path / "nowhere" / "model.safetensors", "--model-arg", f"config={TINY / 'config.json'}"],
+        "weights": [bag, "--topic", "/cam/image_raw", "--checkpoint", tmp_path / "nowhere" / "model.safetensors",
+                    "--model-arg", f"config={TINY / 'config.json'}"],
         "parameter": [bag, "-p", "window.sise=3"],
     }
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import scene_from_views_ros as sfv
-from scene_from_views_ros.core.base import SceneFromViewsBase
+from scene_from_views_ros.core.base import ModelOptions, SceneFromViewsBase
+from scene_from_views_ros.core.options import BUILD, option
 from scene_from_views_ros.core.result import PointCloud, SceneFromViewsResult
 from scene_from_views_ros.geometry.ply import read_ply, write_ply
 from scene_from_views_ros.optimizers import (
@@ -17,8 +18,6 @@ from scene_from_views_ros.optimizers import (
     available_optimizers,
     scene_optimizer_factory,
 )
-from scene_from_views_ros.core.base import ModelOptions
-from scene_from_views_ros.core.options import BUILD, option
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def camera_bag(path: Path, storage: str, count: int = 6, log_offset_ns: int = 5_
     }
     height, width = images[0].shape[:2]
     messages: list[tuple[str, int, object]] = []
-    for image, stamp in zip(images, stamps):
+    for image, stamp in zip(images, stamps, strict=True):
         log = int(stamp) + log_offset_ns
         messages += [
             ("/cam/camera_info", log - 1, camera_info_msg(K, width, height, int(stamp))),
@@ -103,7 +103,7 @@ def camera_bag(path: Path, storage: str, count: int = 6, log_offset_ns: int = 5_
 # ---------------------------------------------------------------------------- folders
 def test_folder_is_read_in_natural_name_order_with_fps_stamps(tmp_path: Path) -> None:
     images, _ = sample_frames(4)
-    for name, image in zip(["f_10.png", "f_2.png", "f_1.jpg", "f_3.png"], images):
+    for name, image in zip(["f_10.png", "f_2.png", "f_1.jpg", "f_3.png"], images, strict=True):
         cv2.imwrite(str(tmp_path / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100])
     (tmp_path / "notes.txt").write_text("not an image")
     source = open_source([tmp_path], fps=4.0)
@@ -191,7 +191,7 @@ def test_bag_frames_stamps_and_camera_info(tmp_path: Path, storage: str) -> None
     assert source.expected() == 6
     frames = list(source)
     assert [f.stamp_ns for f in frames] == [int(s) for s in stamps]  # header stamps, not log times
-    for frame, image in zip(frames, images):
+    for frame, image in zip(frames, images, strict=True):
         np.testing.assert_array_equal(frame.image, image)
         np.testing.assert_allclose(frame.intrinsics, K)
     compressed = list(open_source([bag], topic="/cam/image_raw/compressed", selection=Selection(step=2)))

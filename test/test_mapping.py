@@ -470,6 +470,23 @@ def test_update_config_applies_to_the_next_windows_and_keeps_the_map(short_seque
         mapper.add_frame(frame)
     mapper.flush()
     later = placed[windows_before:]
-    assert later and all(len(w.keyframes) <= 3 and w.keyframes[0].keyframe_id == p.keyframes[-1].keyframe_id for p, w in zip(placed[windows_before - 1 :], later))
+    # Each later window starts with the last keyframe of the one before (pairs of consecutive windows).
+    pairs = zip(placed[windows_before - 1 : -1], later, strict=True)
+    assert later and all(len(w.keyframes) <= 3 and w.keyframes[0].keyframe_id == p.keyframes[-1].keyframe_id for p, w in pairs)
     assert len(mapper.map) <= points_before + 500 and mapper.map.voxel_size > 0.02  # the new cap was applied
     assert len(mapper.trajectory()) > 10  # the map and trajectory were kept
+
+
+def test_a_failing_window_without_an_error_callback_is_logged(short_sequence, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(keyframes):  # noqa: ANN001, ANN202
+        raise RuntimeError("model exploded")
+
+    frames = list(short_sequence.frames())
+    with caplog.at_level("WARNING", logger="scene_from_views_ros.mapping.mapper"), \
+            SlidingWindowMapper(broken, THREADED_CONFIG, threaded=True) as mapper:
+        for frame in frames[:4]:
+            mapper.add_frame(frame)
+        assert mapper.flush(timeout=10)
+        assert mapper.stats.windows_failed == 1
+    assert any("window 0 (4 keyframes) failed and was skipped" in r.getMessage() and "model exploded" in r.getMessage()
+               for r in caplog.records)

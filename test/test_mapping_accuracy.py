@@ -52,7 +52,7 @@ def test_unchained_windows_would_fail_the_same_check(sequence) -> None:
 
     from scene_from_views_ros.geometry.sim3 import Sim3Fit
 
-    def identity(source, target, **_):  # noqa: ANN001, ANN202
+    def identity(source, target, **_):
         return Sim3Fit(np.eye(4), np.ones(len(source), bool), 0.0, 1.0)
 
     mapper = SlidingWindowMapper(SyntheticWindowBackend(sequence, seed=3), config())

@@ -10,7 +10,6 @@ import pytest
 
 from scene_from_views_ros import InvalidOptionError, UnknownKwargError, implemented_types, model_class, scene_from_views_factory
 from scene_from_views_ros.cli.parameter_docs import expected_files
-from scene_from_views_ros.models import vggt as vggt_module
 from scene_from_views_ros.core.options import Options, option
 from scene_from_views_ros.mapping.settings import (
     FIXED_PARAMETERS,
@@ -21,6 +20,7 @@ from scene_from_views_ros.mapping.settings import (
     parameters,
     settings_from_parameters,
 )
+from scene_from_views_ros.models import vggt as vggt_module
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ALL_OPTION_CLASSES = [*PARAMETER_GROUPS, *(model_class(t).options_class for t in implemented_types())]

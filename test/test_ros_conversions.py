@@ -101,7 +101,7 @@ def test_rgb_image_message_round_trip_and_stamps() -> None:
 def reference_cloud_bytes(points: np.ndarray, colors: np.ndarray) -> bytes:
     """The plain definition: x, y, z float32 and the rgb field's bits 0x00RRGGBB, per point."""
     return b"".join(struct.pack("<fffI", *map(float, p), (int(c[0]) << 16) | (int(c[1]) << 8) | int(c[2]))
-                    for p, c in zip(points, colors))
+                    for p, c in zip(points, colors, strict=True))
 
 
 def test_pointcloud2_layout_is_what_rviz_reads() -> None:
@@ -126,7 +126,7 @@ def test_pointcloud2_from_views_equals_packing_the_selected_pixels() -> None:
     images = [RNG.integers(0, 256, (6, 9, 3), dtype=np.uint8) for _ in range(3)]
     masks = [RNG.random((6, 9)) > 0.4, None, np.ones((6, 9), bool)]
     msg = make_pointcloud2_from_views(maps, images, masks, 7, "map")
-    selected = [(m[k], i[k]) if k is not None else (m.reshape(-1, 3), i.reshape(-1, 3)) for m, i, k in zip(maps, images, masks)]
+    selected = [(m[k], i[k]) if k is not None else (m.reshape(-1, 3), i.reshape(-1, 3)) for m, i, k in zip(maps, images, masks, strict=True)]
     points = np.concatenate([p for p, _ in selected])
     colors = np.concatenate([c for _, c in selected])
     assert msg.width == len(points) == masks[0].sum() + 2 * 54
@@ -170,7 +170,7 @@ def test_transforms_and_path_carry_the_poses() -> None:
         pose[:3, 3] = [index, 2.0 * index, -1.0]
         poses.append(pose)
     transforms = poses_to_transforms(poses, "map", ["kf_0", "kf_1", "kf_2"], [10, 20, 30])
-    for transform, pose, stamp in zip(transforms, poses, [10, 20, 30]):
+    for transform, pose, stamp in zip(transforms, poses, [10, 20, 30], strict=True):
         assert transform.header.frame_id == "map" and stamp_to_ns(transform.header.stamp) == stamp
         t, q = transform.transform.translation, transform.transform.rotation
         np.testing.assert_allclose([t.x, t.y, t.z], pose[:3, 3])

@@ -39,14 +39,13 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 from scene_from_views_ros.geometry.ply import read_ply
+from scene_from_views_ros.io.messages import pointcloud2_to_arrays, stamp_to_ns
 from scene_from_views_ros.mapping.exports import read_tum
 from scene_from_views_ros.mapping.synthetic import make_sequence
 from scene_from_views_ros.models.vggt import preprocess_vggt_images
-from scene_from_views_ros.io.messages import pointcloud2_to_arrays, stamp_to_ns
 from scene_from_views_ros.ros.conversions import intrinsics_to_camera_info, rgb_to_image_msg
 from scene_from_views_ros.ros.node import SceneFromViewsNode
 from scene_from_views_ros.ros.qos import MAP_CLOUD_QOS, TF_QOS, WINDOW_QOS
-
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = REPO_ROOT / "test" / "fixtures" / "vggt_tiny"
@@ -142,7 +141,7 @@ class Probe:
             self.camera.publish(rgb_to_image_msg(frame.image, stamp, "camera"))
             time.sleep(period_s)
 
-    def call(self, client, request, timeout: float = 20.0):  # noqa: ANN001, ANN201 - any service
+    def call(self, client, request, timeout: float = 20.0):
         assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"
         future = client.call_async(request)
         wait_for(future.done, timeout, f"no response from {client.srv_name}")
@@ -177,7 +176,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ros(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - yields (node, probe, tmp folder)
+def ros(tmp_path_factory: pytest.TempPathFactory):
     tmp_path = tmp_path_factory.mktemp("ros_node")
     params_file = test_params_file(tmp_path)
     context = Context()
@@ -211,11 +210,11 @@ def produce_windows(probe: Probe, windows: int, timeout: float = 30.0) -> None:
 
 
 # ---------------------------------------------------------------- tests
-def test_parameters_come_from_the_yaml_file(ros) -> None:  # noqa: ANN001
-    _, probe, tmp_path = ros
+def test_parameters_come_from_the_yaml_file(ros) -> None:
+    _, probe, _tmp_path = ros
     names = ["map_frame", "window.size", "model.target_size", "model.checkpoint", "image_topics", "map.voxel_size"]
     response = probe.call(probe.get_parameters, GetParameters.Request(names=names))
-    values = {name: parameter_value_to_python(value) for name, value in zip(names, response.values)}
+    values = {name: parameter_value_to_python(value) for name, value in zip(names, response.values, strict=True)}
     assert values["map_frame"] == "test_map"
     assert values["window.size"] == WINDOW
     assert values["model.target_size"] == TARGET_SIZE
@@ -224,7 +223,7 @@ def test_parameters_come_from_the_yaml_file(ros) -> None:  # noqa: ANN001
     assert values["map.voxel_size"] == pytest.approx(0.01)  # untouched value of the shipped YAML
 
 
-def test_window_outputs(ros) -> None:  # noqa: ANN001
+def test_window_outputs(ros) -> None:
     node, probe, _ = ros
     depth_before, path_before = probe.count(f"{NODE}/depth"), probe.count(f"{NODE}/path")
     produce_windows(probe, 3)
@@ -280,7 +279,7 @@ def test_window_outputs(ros) -> None:  # noqa: ANN001
     assert all(pose.header.frame_id == "test_map" for pose in probe.messages(f"{NODE}/path")[-1].poses)
 
 
-def test_compressed_topic_frames_are_mapped(ros, shared_data: Path) -> None:  # noqa: ANN001
+def test_compressed_topic_frames_are_mapped(ros, shared_data: Path) -> None:
     _, probe, _ = ros
     video = cv2.VideoCapture(str(shared_data / "redkitchen.mp4"))
     jpegs = []
@@ -305,7 +304,7 @@ def test_compressed_topic_frames_are_mapped(ros, shared_data: Path) -> None:  # 
     assert int(after["keyframes"]) == int(before["keyframes"]) + 3
 
 
-def test_bad_encoding_is_reported_once_and_dropped(ros) -> None:  # noqa: ANN001
+def test_bad_encoding_is_reported_once_and_dropped(ros) -> None:
     _, probe, _ = ros
     before = probe.fresh_diagnostics()
     for _ in range(4):
@@ -327,7 +326,7 @@ def test_bad_encoding_is_reported_once_and_dropped(ros) -> None:  # noqa: ANN001
     produce_windows(probe, 1)  # the node keeps mapping good frames
 
 
-def test_invalid_parameter_changes_are_rejected_and_the_node_keeps_running(ros) -> None:  # noqa: ANN001
+def test_invalid_parameter_changes_are_rejected_and_the_node_keeps_running(ros) -> None:
     node, probe, _ = ros
     checks = {
         ("model.not_a_kwarg", 3): "unknown parameter model.not_a_kwarg",
@@ -350,7 +349,7 @@ def test_invalid_parameter_changes_are_rejected_and_the_node_keeps_running(ros) 
     produce_windows(probe, 1)
 
 
-def test_model_parameter_change_rebuilds_between_windows_and_keeps_the_map(ros) -> None:  # noqa: ANN001
+def test_model_parameter_change_rebuilds_between_windows_and_keeps_the_map(ros) -> None:
     node, probe, _ = ros
     produce_windows(probe, 1)
     path_length = len(probe.messages(f"{NODE}/path")[-1].poses)
@@ -367,7 +366,7 @@ def test_model_parameter_change_rebuilds_between_windows_and_keeps_the_map(ros) 
     assert probe.set_parameter("model.target_size", TARGET_SIZE) == (True, "")
 
 
-def test_failing_windows_are_logged_and_the_map_is_kept(ros) -> None:  # noqa: ANN001
+def test_failing_windows_are_logged_and_the_map_is_kept(ros) -> None:
     node, probe, _ = ros
     produce_windows(probe, 1)
     # Chaining settings apply from the next window: demand more overlap pixels than are sampled.
@@ -388,7 +387,7 @@ def test_failing_windows_are_logged_and_the_map_is_kept(ros) -> None:  # noqa: A
     assert len(node.mapper.trajectory()) > keyframes
 
 
-def test_images_faster_than_inference_keep_memory_bounded(ros) -> None:  # noqa: ANN001
+def test_images_faster_than_inference_keep_memory_bounded(ros) -> None:
     node, probe, _ = ros
     before = probe.fresh_diagnostics()
     pending = []
@@ -401,10 +400,10 @@ def test_images_faster_than_inference_keep_memory_bounded(ros) -> None:  # noqa:
     produce_windows(probe, 1)
 
 
-def test_save_map_writes_readable_files(ros) -> None:  # noqa: ANN001
+def test_save_map_writes_readable_files(ros) -> None:
     import open3d as o3d
 
-    node, probe, tmp_path = ros
+    _node, probe, tmp_path = ros
     produce_windows(probe, 1)
     response = probe.call(probe.save_map, Trigger.Request())
     assert response.success, response.message
@@ -436,7 +435,7 @@ def window_cloud_points(probe: Probe) -> int:
     return probe.messages(f"{NODE}/window_cloud")[-1].width
 
 
-def test_options_change_what_the_node_publishes(ros) -> None:  # noqa: ANN001
+def test_options_change_what_the_node_publishes(ros) -> None:
     """publish.window_cloud_stride, model.conf_thres and publish.depth, changed at runtime,
     each change the next window's messages; the input QoS and diagnostics period of the YAML
     file are those the subscriptions and the /diagnostics stream have."""
@@ -474,7 +473,7 @@ def test_options_change_what_the_node_publishes(ros) -> None:  # noqa: ANN001
     assert probe.count("/diagnostics") - start >= 6
 
 
-def test_reset_clears_the_map(ros) -> None:  # noqa: ANN001
+def test_reset_clears_the_map(ros) -> None:
     node, probe, _ = ros
     produce_windows(probe, 1)
     assert len(node.mapper.trajectory()) > 0

@@ -36,7 +36,7 @@ TINY_PARAMS = {"model.checkpoint": str(TINY / "weights.safetensors"), "model.con
 
 
 @pytest.fixture()
-def context():  # noqa: ANN201
+def context():
     context = Context()
     rclpy.init(context=context)
     yield context
@@ -166,7 +166,7 @@ VALUE_TABLE = [
 
 def cli_accepts(capsys: pytest.CaptureFixture[str], name: str, text: str) -> tuple[bool, str]:
     code = cli_main(["--list-parameters", "-p", f"{name}={text}"])
-    out, err = capsys.readouterr()
+    _out, err = capsys.readouterr()
     assert "Traceback" not in err
     return code == 0, err
 
@@ -181,7 +181,7 @@ def node_start_accepts(context: Context, name: str, text: str) -> tuple[bool, st
 
 
 @pytest.fixture()
-def running_node(context: Context):  # noqa: ANN201
+def running_node(context: Context):
     node = SceneFromViewsNode(context=context, cli_args=ros_args(TINY_PARAMS))
     yield node
     node.close()
@@ -249,7 +249,7 @@ def test_a_model_change_is_built_in_the_background_and_the_old_model_keeps_worki
     release, building = threading.Event(), threading.Event()
     original = settings_module.MappingSettings.build_model
 
-    def slow_build(self):  # noqa: ANN001, ANN202 - stands in for a checkpoint that takes long to load
+    def slow_build(self):
         building.set()
         assert release.wait(30)
         return original(self)

@@ -50,7 +50,7 @@ def _robust_vggt_scores(q, k, tokens, patch_start, image_hw, patch):
 
 
 def test_scores_with_flags_off_follow_robust_vggt(model, processed) -> None:
-    raw, q, k, tokens = model._first_pass(processed.images, 8, "pointmap")
+    _raw, q, k, tokens = model._first_pass(processed.images, 8, "pointmap")
     start, dim = model.network.aggregator.patch_start_idx, model.network.cfg.embed_dim
     expected = _robust_vggt_scores(q, k, tokens[0, :, start:, dim:], start, tuple(processed.images.shape[-2:]), 14)
     out = model.infer(processed, use_most_central_as_reference=False, use_anchor_relative_score=False)

@@ -238,12 +238,12 @@ def reference_robust_scores(model: torch.nn.Module, images: torch.Tensor, workdi
     captured: dict[str, object] = {}
 
     def profiler(frame, event, _arg):
-        if event == "return" and frame.f_code is robust_vggt.RobustVGGTExperiment._forward_once.__code__:
+        if event == "return" and frame.f_code is robust_vggt.RobustVGGTExperiment._forward_once.__code__:  # noqa: SLF001 - the reference keeps its per-frame forward private
             captured.update({k: frame.f_locals.get(k) for k in ("combined_score", "attn_val", "cos_sim", "rejected_image_indices")})
 
     sys.setprofile(profiler)
     try:
-        experiment._forward_once(images, tuple(images.shape[-2:]), torch.device("cpu"))
+        experiment._forward_once(images, tuple(images.shape[-2:]), torch.device("cpu"))  # noqa: SLF001 - the reference keeps its per-frame forward private
     finally:
         sys.setprofile(None)
     return captured

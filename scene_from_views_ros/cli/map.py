@@ -125,10 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)")
 
     params = parser.add_argument_group("model and mapping parameters (as the node's)")
-    params.add_argument("--list-parameters", action="store_true", help="print every parameter of --model-type (default vggt) with its default and allowed values, then exit")
+    params.add_argument("--list-parameters", action="store_true",
+                        help="print every parameter of --model-type (default vggt) with its default and allowed values, then exit")
     params.add_argument("--params-file", type=Path, help="ROS 2 parameter YAML file of the node (e.g. config/scene_from_views.yaml)")
-    params.add_argument("--node-name", default=DEFAULT_NODE_NAME, help=f"node section of the parameter file, and bag topic namespace (default {DEFAULT_NODE_NAME})")
-    params.add_argument("-p", "--param", type=_key_value, action="append", default=[], metavar="NAME=VALUE", help="set any node parameter, e.g. -p map.drop_percentile=30.0")
+    params.add_argument("--node-name", default=DEFAULT_NODE_NAME,
+                        help=f"node section of the parameter file, and bag topic namespace (default {DEFAULT_NODE_NAME})")
+    params.add_argument("-p", "--param", type=_key_value, action="append", default=[], metavar="NAME=VALUE",
+                        help="set any node parameter, e.g. -p model.conf_thres=30 (see --list-parameters)")
     params.add_argument("--model-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="model keyword argument (= -p model.KEY=VALUE)")
     params.add_argument("--optimizer-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="optimizer keyword argument")
     for flag, name, kind, text in PARAMETER_OPTIONS:

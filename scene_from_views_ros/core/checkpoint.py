@@ -13,6 +13,7 @@ reading its file costs, in time and in memory (bench/bench_load.py).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import torch
@@ -36,7 +37,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Objects that official .pth checkpoints pickle beside their weights (DUSt3R stores its
 # argparse namespace); allowed by name so that arbitrary unpickling stays disabled.
-_SAFE_PICKLE_GLOBALS: list[object] = [argparse.Namespace]
+_SAFE_PICKLE_GLOBALS: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [argparse.Namespace]
 
 
 def _env_flag(name: str) -> bool:
@@ -118,7 +119,7 @@ def _download_from_hub(repo_id: str, filenames: Sequence[str], revision: str | N
             return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
         except EntryNotFoundError:
             reasons.append(f"{filename}: not in the repo")
-        except Exception as error:  # network and auth stacks raise many kinds; report them alike
+        except Exception as error:  # noqa: BLE001 - network and auth stacks raise many kinds; report them alike
             reasons.append(f"{filename}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
     raise CheckpointNotFoundError(f"cannot download weights for {repo_id!r} ({'; '.join(reasons)}). {fix}")
 
@@ -244,7 +245,7 @@ def safetensors_index(path: str | os.PathLike[str]) -> dict[str, TensorEntry]:
     return entries
 
 
-def _read_exactly(file: BinaryIO, buffer: memoryview, path: Path, name: str) -> None:
+def _read_exactly(file: io.RawIOBase, buffer: memoryview, path: Path, name: str) -> None:
     done = 0
     while done < len(buffer):
         count = file.readinto(buffer[done:])

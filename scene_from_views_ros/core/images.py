@@ -4,13 +4,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
 from .errors import InvalidImageError
 
-ImageInput = Union[str, os.PathLike, np.ndarray]
+ImageInput = str | os.PathLike | np.ndarray
 
 
 def _read_image_file(path: Path) -> np.ndarray:

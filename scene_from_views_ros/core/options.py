@@ -21,7 +21,7 @@ import difflib
 import math
 import numbers
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -194,6 +194,7 @@ class Options:
     """
 
     prefix: ClassVar[str] = ""
+    _specs_cache: ClassVar[tuple[OptionSpec, ...] | None] = None
 
     def __post_init__(self) -> None:
         for spec in self.specs():
@@ -218,7 +219,7 @@ class Options:
                 for item in dataclasses.fields(cls)
                 if _METADATA_KEY in item.metadata
             )
-            setattr(cls, "_specs_cache", cached)
+            cls._specs_cache = cached
         return cached
 
     @classmethod

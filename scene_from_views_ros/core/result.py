@@ -29,11 +29,11 @@ class PointCloud:
         point_maps: list[np.ndarray],
         images: list[np.ndarray],
         masks: list[np.ndarray] | None = None,
-    ) -> "PointCloud":
+    ) -> PointCloud:
         """Fuse per-view HxWx3 point maps coloured by their HxWx3 RGB images, keeping the
         pixels that are finite and inside each view's optional boolean mask."""
         points, colors = [], []
-        for index, (point_map, image) in enumerate(zip(point_maps, images)):
+        for index, (point_map, image) in enumerate(zip(point_maps, images, strict=True)):
             point_map = point_map.reshape(-1, 3)
             keep = np.isfinite(point_map).all(axis=1)
             if masks is not None:

@@ -22,7 +22,7 @@ class SceneFromViewsType(str, Enum):
     FAST3R = "fast3r"
 
     @classmethod
-    def _missing_(cls, value: object) -> "SceneFromViewsType":
+    def _missing_(cls, value: object) -> SceneFromViewsType:
         if isinstance(value, str):
             normalised = value.strip().lower().replace("-", "_").replace(" ", "_")
             for member in cls:

@@ -61,7 +61,7 @@ def unproject_depth(depth: np.ndarray, intrinsics: np.ndarray, poses: np.ndarray
     """Depth maps (S, H, W) -> points (S, H, W, 3): in each camera's frame, or in the world
     frame when camera-to-world `poses` (S, 4, 4) are given.  Pixel centres at integer
     coordinates, as the VGGT reference unprojects."""
-    frames, height, width = depth.shape
+    _frames, height, width = depth.shape
     u, v = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
     fx, fy = intrinsics[:, 0, 0, None, None], intrinsics[:, 1, 1, None, None]
     cx, cy = intrinsics[:, 0, 2, None, None], intrinsics[:, 1, 2, None, None]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 
 def sim3_matrix(scale: float, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
@@ -203,23 +204,8 @@ def estimate_sim3_robust(
 def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
     """Rotation matrices (..., 3, 3) to unit quaternions (..., 4) ordered (x, y, z, w), w >= 0."""
     rotation = np.asarray(rotation, dtype=np.float64)
-    m = rotation
-    trace = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
-    # Four candidate formulas; take per matrix the one with the largest (most stable) pivot.
-    candidates = np.stack(
-        [
-            np.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1], 1 + trace], -1),
-            np.stack([1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] - m[..., 1, 2]], -1),
-            np.stack([m[..., 0, 1] + m[..., 1, 0], 1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], m[..., 1, 2] + m[..., 2, 1], m[..., 0, 2] - m[..., 2, 0]], -1),
-            np.stack([m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2], m[..., 1, 0] - m[..., 0, 1]], -1),
-        ],
-        axis=-2,
-    )
-    pivots = np.stack([1 + trace, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1)
-    choice = np.argmax(pivots, axis=-1)
-    quaternion = np.take_along_axis(candidates, choice[..., None, None], axis=-2)[..., 0, :]
-    quaternion /= np.linalg.norm(quaternion, axis=-1, keepdims=True)
-    return np.where(quaternion[..., 3:4] < 0, -quaternion, quaternion)
+    quaternion = Rotation.from_matrix(rotation.reshape(-1, 3, 3)).as_quat(canonical=True)
+    return quaternion.reshape(*rotation.shape[:-2], 4)
 
 
 def pose_to_translation_quaternion(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -231,14 +217,5 @@ def pose_to_translation_quaternion(poses: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def quaternion_to_rotation(quaternion: np.ndarray) -> np.ndarray:
     """Quaternions (..., 4) ordered (x, y, z, w) to rotation matrices (..., 3, 3)."""
-    q = np.asarray(quaternion, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    x, y, z, w = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        axis=-2,
-    )
+    quaternion = np.asarray(quaternion, dtype=np.float64)
+    return Rotation.from_quat(quaternion.reshape(-1, 4)).as_matrix().reshape(*quaternion.shape[:-1], 3, 3)

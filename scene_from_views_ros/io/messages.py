@@ -136,7 +136,7 @@ def view_pixels(
     """(points Nx3, colours Nx3) of each view's HxWx3 point map and RGB image, keeping the
     `masks` pixels (None = all)."""
     selected = []
-    for point_map, image, mask in zip(point_maps, images, masks):
+    for point_map, image, mask in zip(point_maps, images, masks, strict=True):
         if mask is None or mask.all():
             selected.append((point_map.reshape(-1, 3), image.reshape(-1, 3)))
         else:

@@ -140,7 +140,7 @@ class ImageFilesSource(FrameSource):
         self.description = description or f"{len(self.paths)} image files"
 
     @classmethod
-    def from_folder(cls, folder: Path, fps: float = 10.0, selection: Selection | None = None) -> "ImageFilesSource":
+    def from_folder(cls, folder: Path, fps: float = 10.0, selection: Selection | None = None) -> ImageFilesSource:
         """The folder's image files sorted by name (numbers in names compared as numbers)."""
         paths = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
         if not paths:

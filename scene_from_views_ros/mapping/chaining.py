@@ -15,7 +15,6 @@ from typing import ClassVar
 import numpy as np
 
 from ..core.options import Options, option
-
 from ..core.result import SceneFromViewsResult
 from ..geometry.sim3 import apply_sim3, decompose_sim3, estimate_sim3_robust, transform_pose
 from .keyframes import Keyframe

@@ -24,7 +24,7 @@ def write_tum(path: str | Path, stamps_ns: list[int], poses: list[np.ndarray]) -
     lines = ["# timestamp tx ty tz qx qy qz qw"]
     if poses:
         translations, quaternions = pose_to_translation_quaternion(np.stack(poses))
-        for stamp, translation, quaternion in zip(stamps_ns, translations, quaternions):
+        for stamp, translation, quaternion in zip(stamps_ns, translations, quaternions, strict=True):
             seconds, nanoseconds = divmod(int(stamp), 1_000_000_000)
             values = " ".join(f"{value:.9g}" for value in (*translation, *quaternion))
             lines.append(f"{seconds}.{nanoseconds:09d} {values}")

@@ -13,7 +13,6 @@ from typing import ClassVar
 import numpy as np
 
 from ..core.options import Options, option
-
 from ..core.result import PointCloud
 from ..geometry.pointcloud import VoxelAccumulator, confidence_mask
 from .chaining import WindowInMap
@@ -100,14 +99,14 @@ class GlobalMap:
         (those the model kept, then filtered by confidence)."""
         stride = self.config.pixel_stride
         views = window.new_views
-        points = colors = weights = None
+        cloud: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if views:
             confidence = np.concatenate([window.confidences[v][::stride, ::stride].reshape(-1) for v in views])
             model_mask = np.concatenate([window.masks[v][::stride, ::stride].reshape(-1) for v in views])
             keep = model_mask & confidence_mask(confidence, self.config.min_confidence, self.config.drop_percentile)
             points = np.concatenate([window.points[v][::stride, ::stride].reshape(-1, 3) for v in views])[keep]
             colors = np.concatenate([window.images[v][::stride, ::stride].reshape(-1, 3) for v in views])[keep]
-            weights = confidence[keep]
+            cloud = (points, colors, confidence[keep])
         with self._lock:
             for view in window.new_views:
                 keyframe = window.keyframes[view]
@@ -122,8 +121,8 @@ class GlobalMap:
                     camera_intrinsics=keyframe.frame.intrinsics,
                     window_index=window.index,
                 )
-            if points is not None:
-                self._voxels.add(points, colors, weights)
+            if cloud is not None:
+                self._voxels.add(*cloud)
 
     def cloud(self) -> PointCloud:
         """Snapshot of the map cloud (float32 points in the map frame, uint8 RGB): read-only

@@ -104,13 +104,12 @@ class KeyframeSelector:
         last = self._last_by_camera.get(frame.camera_id)
         if last is not None and frame.stamp_ns - last.stamp_ns < config.min_interval_s * 1e9:
             return None
-        if config.max_rate_hz > 0 and self._last_stamp_ns is not None:
-            if frame.stamp_ns - self._last_stamp_ns < 1e9 / config.max_rate_hz:
-                return None
+        if config.max_rate_hz > 0 and self._last_stamp_ns is not None and frame.stamp_ns - self._last_stamp_ns < 1e9 / config.max_rate_hz:
+            return None
         thumbnail = grey_thumbnail(frame.image, config.thumbnail_width)
-        if last is not None and thumbnail.shape == last.thumbnail.shape:
-            if float(np.mean(np.abs(thumbnail - last.thumbnail))) < config.min_change:
-                return None
+        previous = None if last is None else last.thumbnail
+        if previous is not None and thumbnail.shape == previous.shape and float(np.mean(np.abs(thumbnail - previous))) < config.min_change:
+            return None
         keyframe = Keyframe(frame=frame, thumbnail=thumbnail)
         self._last_by_camera[frame.camera_id] = keyframe
         self._last_stamp_ns = frame.stamp_ns

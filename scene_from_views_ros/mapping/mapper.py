@@ -20,6 +20,7 @@ camera intrinsics to a model that uses them); `set_reconstructor` swaps it betwe
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from .global_map import GlobalMap, KeyframePose, MapConfig
 from .keyframes import Frame, Keyframe, KeyframeConfig, KeyframeSelector
 from .windows import Window, WindowBuilder, WindowConfig
 
+logger = logging.getLogger(__name__)
 Reconstructor = Callable[[list[Keyframe]], SceneFromViewsResult]
 
 
@@ -248,7 +250,7 @@ class SlidingWindowMapper:
                         break
                     self._lock.notify_all()
                     self._lock.wait()
-                if self._stopping:
+                if self._stopping or window is None:
                     return
                 self._busy = True
                 epoch, reconstructor = self._epoch, self._reconstructor
@@ -287,7 +289,7 @@ class SlidingWindowMapper:
                     self._stats.integrate_s = placed.timings["integrate_s"]
                     self._stats.latency_s = time.perf_counter() - started
                     self._stats.windows_done += 1
-        except Exception as error:  # noqa: BLE001 - a bad window must not stop the mapper
+        except Exception as error:
             with self._state_lock, self._lock:
                 if epoch != self._epoch:
                     return
@@ -297,6 +299,9 @@ class SlidingWindowMapper:
                 self.on_error(window, error)
             elif self._thread is None:
                 raise
+            else:
+                logger.warning("window %d (%d keyframes) failed and was skipped, the map is kept: %s: %s",
+                               window.index, len(window), type(error).__name__, error)
             return
         if self.on_window is not None:
             self.on_window(placed)
@@ -315,7 +320,7 @@ class SlidingWindowMapper:
             fit = estimate_window_to_map(
                 [reference for _, reference in shared],
                 [result.point_clouds[position] for position, _ in shared],
-                [kept_confidence(result.confidences[position], result.masks and result.masks[position]) for position, _ in shared],
+                [kept_confidence(result.confidences[position], None if result.masks is None else result.masks[position]) for position, _ in shared],
                 self.config.chain,
             )
             if not fit.ok:

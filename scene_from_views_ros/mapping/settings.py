@@ -26,13 +26,12 @@ so both accept exactly the same values.  No rclpy here.
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -51,6 +50,7 @@ from .windows import WindowConfig
 
 DEFAULT_NODE_NAME = "scene_from_views"
 IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
+_GroupT = TypeVar("_GroupT", bound=Options)
 _DEVICE = re.compile(r"^(|auto|cpu|cuda(:\d+)?)$")
 
 
@@ -292,25 +292,27 @@ def settings_from_parameters(params: Mapping[str, Any]) -> MappingSettings:
             unknown.append(name)
     if unknown:
         raise _unknown_parameters(sorted(unknown), list(FIXED_PARAMETERS))
-    built = {group: group.create(values, exposed_only=True) for group, values in grouped.items()}
-    run = built[RunOptions]
+    def built(group: type[_GroupT]) -> _GroupT:
+        return group.create(grouped[group], exposed_only=True)
+
+    run = built(RunOptions)
     model_cls = model_class(run.model_type)
     model = model_cls.options_class.create(model_values, exposed_only=True)
-    optimizer = built[OptimizerChoice]
+    optimizer = built(OptimizerChoice)
     if optimizer_values:
         if not optimizer.type:
             names = ", ".join(f"{OPTIMIZER_PREFIX}{name}" for name in optimizer_values)
             raise InvalidOptionError(f"{names} set but optimizer.type is empty; set optimizer.type or remove them")
         optimizer_class(optimizer.type).options_class.create(optimizer_values, exposed_only=True)
-    chain = built[ChainConfig]
+    chain = built(ChainConfig)
     mapper = MapperConfig(
-        keyframe=built[KeyframeConfig], window=built[WindowConfig], map=built[MapConfig],
+        keyframe=built(KeyframeConfig), window=built(WindowConfig), map=built(MapConfig),
         chain=chain.changed(metric=True) if model_cls.is_metric else chain,
     )
     return MappingSettings(
         run=run, model=model, optimizer=optimizer, optimizer_kwargs=dict(optimizer_values),
-        inputs=built[NodeInputs], frames=built[FrameNames], mapper=mapper, output=built[OutputConfig],
-        publish=built[PublishConfig], given=frozenset(params),
+        inputs=built(NodeInputs), frames=built(FrameNames), mapper=mapper, output=built(OutputConfig),
+        publish=built(PublishConfig), given=frozenset(params),
     )
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..core.result import PointCloud, SceneFromViewsResult
 from ..geometry.sim3 import apply_sim3, sim3_matrix, umeyama
+from .chaining import WindowInMap
 from .keyframes import Frame
 from .mapper import SlidingWindowMapper
 
@@ -209,7 +210,7 @@ def make_sequence(
     tangent = np.stack([-2.0 * np.sin(phase), 1.3 * np.cos(phase), np.zeros_like(phase)], axis=1)
     heading = np.arctan2(tangent[:, 1], tangent[:, 0]) - np.radians(50) + np.radians(20) * np.sin(2 * phase)
     forward = np.stack([np.cos(heading), np.sin(heading), np.full_like(phase, -0.2)], axis=1)
-    poses = np.stack([look_pose(p, f) for p, f in zip(position, forward)])
+    poses = np.stack([look_pose(p, f) for p, f in zip(position, forward, strict=True)])
     focal = 0.8 * width
     intrinsics = np.array([[focal, 0.0, (width - 1) / 2], [0.0, focal, (height - 1) / 2], [0.0, 0.0, 1.0]])
     stamps = (np.arange(num_frames) * (1e9 / fps)).astype(np.int64) + 1_700_000_000 * 10**9
@@ -265,7 +266,7 @@ class SyntheticWindowBackend:
         gauge = sim3_matrix(scale, np.eye(3), np.zeros(3)) @ np.linalg.inv(true_poses[0])
         rays = camera_rays(self.sequence.intrinsics, self.sequence.width, self.sequence.height)
         poses, depths, point_maps, confidences, processed = [], [], [], [], []
-        for index, true_pose in zip(indices, true_poses):
+        for index, true_pose in zip(indices, true_poses, strict=True):
             image, depth = self.sequence.render(index)
             noisy = depth * (1 + self.depth_noise * self.rng.standard_normal(depth.shape))
             outliers = self.rng.random(depth.shape) < self.outlier_fraction
@@ -402,7 +403,7 @@ class MappingAccuracy:
 def evaluate_mapper(mapper: SlidingWindowMapper, sequence: SyntheticSequence, map_threshold: float = 0.05) -> MappingAccuracy:
     """Feed every frame of `sequence` to a synchronous `SlidingWindowMapper`, flush, and
     measure its keyframe trajectory and map against the truth."""
-    windows = []
+    windows: list[WindowInMap] = []
     previous = mapper.on_window
     mapper.on_window = windows.append
     try:

@@ -63,7 +63,11 @@ class WindowBuilder:
 
     def __init__(self, config: WindowConfig | None = None) -> None:
         self.config = config or WindowConfig()
-        self.reset()
+        self._anchor: list[Keyframe] = []
+        self._pending: deque[Keyframe] = deque()
+        self._last_window_stamp_ns: int | None = None
+        self._next_index = 0
+        self.dropped = 0
 
     def configure(self, config: WindowConfig) -> None:
         """Use new settings from the next window on (pending keyframes over capacity are dropped)."""
@@ -72,9 +76,9 @@ class WindowBuilder:
         self._trim()
 
     def reset(self) -> None:
-        self._anchor: list[Keyframe] = []
-        self._pending: deque[Keyframe] = deque()
-        self._last_window_stamp_ns: int | None = None
+        self._anchor = []
+        self._pending = deque()
+        self._last_window_stamp_ns = None
         self._next_index = 0
         self.dropped = 0
 

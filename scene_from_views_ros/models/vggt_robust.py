@@ -11,12 +11,14 @@ second pass.  With `use_most_central_as_reference=False` and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..core.base import ModelOptions
 from ..core.options import option
@@ -126,14 +128,16 @@ class SceneFromViewsVggtRobust(SceneFromViewsVggt):
     options_class: ClassVar[type[ModelOptions]] = VggtRobustOptions
     options: VggtRobustOptions
 
-    def _first_pass(self, images: torch.Tensor, frames_chunk_size: int, prediction_mode: str):
+    def _first_pass(
+        self, images: torch.Tensor, frames_chunk_size: int, prediction_mode: str
+    ) -> tuple[dict[str, np.ndarray], torch.Tensor, torch.Tensor, torch.Tensor]:
         """Full pass that also captures the last global block's q/k (after QK-norm) and tokens."""
         network = self.network
         attn = network.aggregator.global_blocks[-1].attn
         last = network.cfg.depth - 1
         captured: dict[str, torch.Tensor] = {}
 
-        def keep(name: str):
+        def keep(name: str) -> Callable[[nn.Module, Any, Any], None]:
             return lambda _module, _inputs, output: captured.__setitem__(name, output[last] if name == "tokens" else output.detach())
 
         hooks = [

@@ -118,7 +118,7 @@ def poses_to_transforms(
     """4x4 child-to-parent poses -> TransformStamped (parent_frame -> child frame)."""
     translations, quaternions = pose_to_translation_quaternion(np.stack(poses))
     transforms = []
-    for translation, quaternion, child, stamp_ns in zip(translations, quaternions, child_frames, stamps_ns):
+    for translation, quaternion, child, stamp_ns in zip(translations, quaternions, child_frames, stamps_ns, strict=True):
         transform = TransformStamped(header=_header(stamp_ns, parent_frame), child_frame_id=child)
         _fill_pose(transform.transform.translation, transform.transform.rotation, translation, quaternion)
         transforms.append(transform)
@@ -131,7 +131,7 @@ def poses_to_path(poses: Sequence[np.ndarray], stamps_ns: Sequence[int], frame_i
     if len(poses) == 0:
         return path
     translations, quaternions = pose_to_translation_quaternion(np.stack(poses))
-    for translation, quaternion, pose_stamp in zip(translations, quaternions, stamps_ns):
+    for translation, quaternion, pose_stamp in zip(translations, quaternions, stamps_ns, strict=True):
         stamped = PoseStamped(header=_header(pose_stamp, frame_id), pose=Pose())
         _fill_pose(stamped.pose.position, stamped.pose.orientation, translation, quaternion)
         path.poses.append(stamped)

@@ -43,8 +43,8 @@ from tf2_msgs.msg import TFMessage
 from ..core.checkpoint import check_checkpoint_reference
 from ..core.errors import InvalidImageError, SceneFromViewsError
 from ..core.result import PointCloud
-from ..io.outputs import write_keyframes_json
 from ..io.messages import UnsupportedEncodingError, camera_info_intrinsics, compressed_to_rgb, image_to_rgb, masked_depth, stamp_to_ns
+from ..io.outputs import write_keyframes_json
 from ..mapping.chaining import WindowInMap
 from ..mapping.global_map import KeyframePose
 from ..mapping.keyframes import Frame

@@ -1,7 +1,7 @@
 """Multi-head self-attention with optional QK-norm and 2D RoPE (key names: qkv, q_norm, k_norm, proj)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,7 @@ projected features and to the fused map.  Frames are processed in chunks to boun
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ def interpolate_bilinear(x: torch.Tensor, size: tuple[int, int], align_corners: 
     return torch.cat([F.interpolate(c, size=size, mode="bilinear", align_corners=align_corners) for c in chunks])
 
 
-def uv_sincos_embedding(rows: int, cols: int, channels: int, aspect_ratio: float, dtype: torch.dtype, device) -> torch.Tensor:
+def uv_sincos_embedding(rows: int, cols: int, channels: int, aspect_ratio: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(channels, rows, cols) sin/cos embedding of a centred UV grid normalised by its diagonal.
 
     The grid spans +-aspect/diag horizontally and +-1/diag vertically at pixel centres; x
@@ -161,7 +161,7 @@ class DPTHead(nn.Module):
         image_hw: tuple[int, int],
         patch_start_idx: int,
         frames_chunk_size: int | None = 8,
-    ):
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Run over frames in chunks of `frames_chunk_size` (None: all at once).
 
         `tokens[i]` is layer i's output (B, S, P, dim_in) for every index in
@@ -176,7 +176,10 @@ class DPTHead(nn.Module):
             return torch.cat(outputs, dim=1)
         return torch.cat([o[0] for o in outputs], dim=1), torch.cat([o[1] for o in outputs], dim=1)
 
-    def _forward_frames(self, tokens, image_hw: tuple[int, int], patch_start_idx: int, start: int, end: int):
+    def _forward_frames(
+        self, tokens: Mapping[int, torch.Tensor] | Sequence[torch.Tensor], image_hw: tuple[int, int], patch_start_idx: int,
+        start: int, end: int,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         height, width = image_hw
         rows, cols = height // self.patch_size, width // self.patch_size
         features = []

@@ -1,7 +1,7 @@
 """Two-layer perceptron of transformer blocks (timm/DINOv2 key names: fc1, fc2)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -40,7 +40,7 @@ class Rope2D:
         self.base = float(base)
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _frequencies(self, dim: int, length: int, device: torch.device, dtype: torch.dtype):
+    def _frequencies(self, dim: int, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         key = (dim, length, device, dtype)
         if key not in self._cache:
             exponents = torch.arange(0, dim, 2, device=device).float() / dim

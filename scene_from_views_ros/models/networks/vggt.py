@@ -10,8 +10,9 @@ C embed_dim; the aggregator outputs frame and global tokens concatenated (2C).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +71,7 @@ class VggtConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VggtConfig":
+    def from_dict(cls, data: dict[str, Any]) -> VggtConfig:
         data = dict(data)
         dpt = DptConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("dpt", {}).items()})
         track = TrackConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("track", {}).items()})
@@ -382,7 +383,10 @@ class TrackHead(nn.Module):
         )
         self.tracker = TrackPredictor(cfg)
 
-    def forward(self, tokens, image_hw: tuple[int, int], patch_start_idx: int, query_points: torch.Tensor, frames_chunk_size: int | None = 8):
+    def forward(
+        self, tokens: dict[int, torch.Tensor], image_hw: tuple[int, int], patch_start_idx: int, query_points: torch.Tensor,
+        frames_chunk_size: int | None = 8,
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         fmaps = self.feature_extractor(tokens, image_hw, patch_start_idx, frames_chunk_size)
         return self.tracker(query_points, fmaps, self.iters)
 
