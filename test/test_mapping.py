@@ -478,7 +478,7 @@ def test_update_config_applies_to_the_next_windows_and_keeps_the_map(short_seque
 
 
 def test_a_failing_window_without_an_error_callback_is_logged(short_sequence, caplog: pytest.LogCaptureFixture) -> None:
-    def broken(keyframes):  # noqa: ANN001, ANN202
+    def broken(keyframes):
         raise RuntimeError("model exploded")
 
     frames = list(short_sequence.frames())
