@@ -490,3 +490,19 @@ def test_a_failing_window_without_an_error_callback_is_logged(short_sequence, ca
         assert mapper.stats.windows_failed == 1
     assert any("window 0 (4 keyframes) failed and was skipped" in r.getMessage() and "model exploded" in r.getMessage()
                for r in caplog.records)
+
+
+def test_the_mapper_does_not_ask_the_model_for_a_fused_cloud(short_sequence) -> None:
+    """The mapper uses the per-view outputs only: `reconstruct` is told not to fuse a cloud."""
+    backend = SyntheticWindowBackend(short_sequence)
+    calls = []
+
+    class Recording:
+        def reconstruct(self, images, **kwargs):
+            calls.append(kwargs)
+            return backend.reconstruct(images, **kwargs)
+
+    mapper = SlidingWindowMapper(Recording(), THREADED_CONFIG, reconstruct_kwargs={"conf_thres": 10.0})
+    for frame in list(short_sequence.frames())[:4]:
+        mapper.add_frame(frame)
+    assert calls == [{"rgb": True, "as_pointcloud": False, "conf_thres": 10.0}]

@@ -25,6 +25,7 @@ from scene_from_views_ros.cli.map import main as cli_main
 from scene_from_views_ros.core import implemented_types, model_class
 from scene_from_views_ros.core.errors import InvalidOptionError, ModelNotImplementedError, UnknownKwargError
 from scene_from_views_ros.mapping.settings import FrameNames, parameters, settings_from_parameters
+from scene_from_views_ros.mapping.synthetic import make_sequence
 from scene_from_views_ros.ros.node import SceneFromViewsNode
 from scene_from_views_ros.ros.params import build_backend, declare_node_parameters, parameter_values
 
@@ -259,6 +260,12 @@ def test_a_model_change_is_built_in_the_background_and_the_old_model_keeps_worki
     result = running_node.set_parameters([Parameter("model.dtype", value="float32")])[0]
     assert result.successful and building.wait(10)
     assert running_node.model_status == "rebuilding" and running_node.backend.model is old_model
+    # The mapper keeps mapping with the old model meanwhile.
+    sequence = make_sequence(4, 96, 72)
+    for index in range(len(sequence)):
+        running_node.mapper.add_frame(sequence.frame(index))
+    assert running_node.mapper.flush(timeout=30)
+    assert running_node.mapper.stats.windows_done == 1 and running_node.model_status == "rebuilding"
     # Meanwhile a per-call option changes: it will apply to the new model too.
     assert running_node.set_parameters([Parameter("model.conf_thres", value=20.0)])[0].successful
     release.set()

@@ -239,7 +239,10 @@ class SceneFromViewsNode(Node):
             self._backend.model, settings.mapper, threaded=True, on_window=self._on_window,
             on_error=self._on_window_error, reconstruct_kwargs=self._backend.reconstruct_kwargs,
         )
+        # A new model is built on a thread of its own, never in a callback.
         self._rebuilder = BackendRebuilder(self._on_backend_ready, self._on_backend_failed)
+        # Images get their own callback group so that a slow service or parameter callback
+        # (default group) never stalls them under a MultiThreadedExecutor.
         inputs = MutuallyExclusiveCallbackGroup()
         qos = image_qos(settings.inputs.image_qos, settings.inputs.image_qos_depth)
         camera_info_topics = settings.inputs.camera_info_topics
