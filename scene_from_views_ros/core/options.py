@@ -148,7 +148,7 @@ def _canonical(text: str) -> str:
 
 
 def _number(value: float) -> str:
-    return f"{value:g}"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def option(
@@ -268,9 +268,9 @@ class Options:
             raise self.unknown(unknown)
         return dataclasses.replace(self, **changes) if changes else self
 
-    def values(self, *, exposed_only: bool = False) -> dict[str, Any]:
+    def values(self) -> dict[str, Any]:
         """{name: value} of the declared options."""
-        return {spec.name: getattr(self, spec.name) for spec in self.specs() if spec.exposed or not exposed_only}
+        return {spec.name: getattr(self, spec.name) for spec in self.specs()}
 
     def parameters(self) -> dict[str, Any]:
         """{prefixed name: value} of the exposed options, as parameter files write them

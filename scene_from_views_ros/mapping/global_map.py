@@ -33,8 +33,8 @@ class MapConfig(Options):
         "depth images (model scale: VGGT's confidence is >= 1).", low=0.0, high=1e9,
     )
     drop_percentile: float = option(
-        0.0, "Also leave out of the map the lowest this-percentile of each window's confidences (for "
-        "models without a confidence threshold of their own, e.g. model.conf_thres).",
+        0.0, "Also leave out of the map the lowest this-percentile of each window's confidences; a model "
+        "with a threshold of its own (VGGT's model.conf_thres) needs none.",
         unit="percentile", low=0.0, high=99.0,
     )
     pixel_stride: int = option(
