@@ -32,9 +32,9 @@ CONSTRAINTS="$STAMPS/constraints.txt"
 
 # Python dependencies as pip requirement and the module each one provides (for import checks).
 PY_DEPS=(numpy open3d-cpu huggingface_hub safetensors einops opencv-python-headless rosbags
-         tqdm pyyaml pytest pillow scipy setuptools ruff mypy)
+         tqdm pyyaml pytest hypothesis pillow scipy setuptools ruff mypy)
 PY_MODULES=(numpy open3d huggingface_hub safetensors einops cv2 rosbags tqdm yaml pytest PIL
-            scipy setuptools ruff mypy)
+            scipy setuptools ruff mypy hypothesis)
 
 # ROS 2 wheels from PyPI (used only when no ROS 2 is sourced).
 ROS_REQUIRED_WHEELS=("ros-rclpy[fastrtps]" ros-sensor-msgs ros-geometry-msgs ros-std-msgs ros-nav-msgs)

@@ -1,6 +1,7 @@
 """Offline inputs and outputs: frame sources, bag reading and writing, message payloads."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -136,10 +137,12 @@ def test_unreadable_image_in_folder_names_the_file(tmp_path: Path) -> None:
     images, _ = sample_frames(1)
     cv2.imwrite(str(tmp_path / "a.png"), images[0])
     (tmp_path / "b.png").write_bytes(b"\x89PNG garbage")
-    frames = iter(open_source([tmp_path]))
-    assert next(frames).image.shape == (72, 96, 3)
-    with pytest.raises(InputError, match=r"cannot read image .*b\.png"):
-        next(frames)
+    source = open_source([tmp_path])
+    assert [frame.image.shape for frame in source] == [(72, 96, 3)]  # b.png is skipped ...
+    assert len(source.skipped) == 1 and re.search(r"cannot read image .*b\.png", source.skipped[0])  # ... and named
+    source.stop_on_bad_frame = True
+    with pytest.raises(InputError, match=r"cannot read image .*b\.png.*--on-bad-frame stop"):
+        list(source)
 
 
 def test_missing_empty_and_mixed_inputs(tmp_path: Path) -> None:

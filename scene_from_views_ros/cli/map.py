@@ -17,16 +17,23 @@ message and the exit status is 2; a run in which no window could be placed exits
 from __future__ import annotations
 
 import argparse
+import math
 import re
+import signal
 import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..core.errors import CheckpointNotFoundError, SceneFromViewsError
-from ..io.outputs import MapOutputs, RunSummary
+from ..core.errors import CheckpointNotFoundError, InvalidImageError, SceneFromViewsError
+from ..core.files import remove_path, write_text
+from ..io.outputs import KEYFRAME_FILES, RUN_OUTPUTS, MapOutputs, RunSummary
 from ..io.sources import FrameSource, InputError, Selection, SyntheticSource, open_source
 from ..mapping.keyframes import Frame, KeyframeConfig
 from ..mapping.mapper import SlidingWindowMapper
@@ -117,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--one-shot", action="store_true", help="reconstruct all (selected) frames as one window, no keyframe selection")
     mode.add_argument("--out", type=Path, help="output folder (default: the map.output_dir parameter, sfv_map)")
     mode.add_argument("--save-windows", action="store_true", help="also write each window's cloud as windows/window_<n>.ply")
+    mode.add_argument("--keyframe-files", choices=tuple(KEYFRAME_FILES), default="all",
+                      help="per-keyframe files under keyframes/: none, depth (.npy) or all (depth and PNG previews; default)")
+    mode.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out (removed first)")
+    mode.add_argument("--on-bad-frame", choices=("skip", "stop"), default="skip",
+                      help="a frame that cannot be used (undecodable, unsupported, unusable by the model): skip it with a "
+                      "warning (default) or stop the run (what was mapped is written either way)")
     mode.add_argument(
         "--write-bag", nargs="?", const="", default=None, metavar="PATH",
         help="write a ROS 2 bag (mcap) for replay with ros2 bag play (default PATH: OUT/bag)",
@@ -150,6 +163,8 @@ def collect_parameters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _open_input(args: argparse.Namespace) -> FrameSource:
+    if not (math.isfinite(args.fps) and args.fps > 0):
+        raise InputError(f"--fps must be a positive number, got {args.fps}")
     selection = Selection(args.step, args.start, args.end, args.max_frames)
     if args.sample:
         if args.inputs:
@@ -174,13 +189,29 @@ def parameter_listing(settings: MappingSettings) -> str:
     return "\n".join(lines)
 
 
-def _output_paths(args: argparse.Namespace, settings: MappingSettings) -> tuple[Path, Path | None]:
+def _prepare_output(args: argparse.Namespace, settings: MappingSettings) -> tuple[Path, Path | None]:
+    """The output folder (and bag path), checked before any model loads: writable, and not
+    holding an earlier run unless --overwrite (which removes that run's files)."""
     out = args.out or Path(settings.output_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder; choose another --out")
     bag = None if args.write_bag is None else (Path(args.write_bag) if args.write_bag else out / "bag")
-    if bag is not None and bag.exists():
-        raise InputError(f"bag output {bag} exists already; remove it or pass another --write-bag PATH")
+    if bag is not None and args.keyframe_files == "none":
+        raise InputError("--write-bag puts each keyframe's depth in the bag: use --keyframe-files depth or all with it")
+    earlier = [out / name for name in RUN_OUTPUTS if (out / name).exists()] + ([bag] if bag is not None and bag.exists() else [])
+    if earlier and not args.overwrite:
+        raise InputError(
+            f"{out} holds the outputs of an earlier run ({', '.join(sorted({p.name for p in earlier}))}); "
+            "choose another --out, or pass --overwrite to replace them"
+        )
+    try:
+        for path in earlier:
+            remove_path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise InputError(f"cannot write into {out}: {error.strerror or error}; choose another --out") from error
     return out, bag
 
 
@@ -206,7 +237,7 @@ def _progress(quiet: bool, **kwargs: Any) -> Any:
 def _save_parameters(path: Path, settings: MappingSettings, params: dict[str, Any], node_name: str) -> None:
     """The run's effective parameters as a node parameter file, to reuse with the node."""
     effective = {**default_parameters(settings.model_type), **params}
-    path.write_text(yaml.safe_dump({node_name: {"ros__parameters": effective}}, sort_keys=True))
+    write_text(path, yaml.safe_dump({node_name: {"ros__parameters": effective}}, sort_keys=True))
 
 
 def _set_threads(threads: int | None) -> None:
@@ -219,11 +250,16 @@ def _set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def _map_frames(mapper: SlidingWindowMapper, frames: Any, total: int | None, outputs: MapOutputs, quiet: bool) -> tuple[list[str], bool]:
-    """Feed every frame to the mapper with progress bars; returns (window failures, interrupted)."""
+def _map_frames(
+    mapper: SlidingWindowMapper, frames: Iterable[Frame], source: FrameSource, total: int | None, outputs: MapOutputs, quiet: bool
+) -> tuple[list[str], str]:
+    """Feed every frame to the mapper with progress bars; returns (window failures, why the
+    run stopped early: "" when it did not).  A frame the model cannot take is a bad frame of
+    the source (skipped or, with --on-bad-frame stop, the end of the run)."""
     failures: list[str] = []
     frame_bar = _progress(quiet, total=total, desc="frames", unit="frame", position=0)
     window_bar = _progress(quiet, desc="windows", unit="window", position=1)
+    source.on_warning = lambda message: window_bar.write(f"{PROG}: warning: {message}", file=sys.stderr)
 
     def on_window(window: Any) -> None:
         outputs.on_window(window)
@@ -233,22 +269,31 @@ def _map_frames(mapper: SlidingWindowMapper, frames: Any, total: int | None, out
 
     def on_error(window: Window, error: Exception) -> None:
         failures.append(f"window {window.index}: {error}")
-        window_bar.write(f"{PROG}: window {window.index} not placed: {error}")
+        window_bar.write(f"{PROG}: window {window.index} not placed: {error}", file=sys.stderr)
 
     mapper.on_window, mapper.on_error = on_window, on_error
+    stopped = ""
     try:
         for frame in frames:
-            mapper.add_frame(frame)
+            try:
+                mapper.add_frame(frame)
+            except InvalidImageError as error:
+                source.skip(f"frame at {frame.stamp_ns / 1e9:.3f} s: {error}")
             frame_bar.update(1)
             frame_bar.set_postfix(keyframes=mapper.stats.keyframes, refresh=False)
         mapper.flush()
     except KeyboardInterrupt:
-        window_bar.write(f"{PROG}: interrupted; writing what was mapped so far")
-        return failures, True
+        stopped = "interrupted"
+    except SceneFromViewsError as error:
+        stopped = str(error)
+    except Exception as error:  # noqa: BLE001 - whatever ends the run, what was mapped is written
+        stopped = f"{type(error).__name__}: {error}"
     finally:
         frame_bar.close()
         window_bar.close()
-    return failures, False
+    if stopped:
+        print(f"{PROG}: {stopped}; writing what was mapped so far", file=sys.stderr)
+    return failures, stopped
 
 
 def run(args: argparse.Namespace) -> int:
@@ -258,10 +303,11 @@ def run(args: argparse.Namespace) -> int:
     if args.list_parameters:
         print(parameter_listing(settings))
         return 0
-    out, bag_path = _output_paths(args, settings)
+    out, bag_path = _prepare_output(args, settings)
     _set_threads(args.threads)
     source = _open_input(args)
-    frames: Any = source
+    source.stop_on_bad_frame = args.on_bad_frame == "stop"
+    frames: Iterable[Frame] = source
     total = source.expected()
     if args.one_shot:
         frames = list(source)
@@ -277,14 +323,13 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = getattr(model, "checkpoint_path", None)
     model_text = f"{settings.model_type.value} on {getattr(model, 'device', 'cpu')}" + (f" ({checkpoint})" if checkpoint else "")
 
-    out.mkdir(parents=True, exist_ok=True)
     _save_parameters(out / "parameters.yaml", settings, params, args.node_name)
-    outputs = MapOutputs(out, settings.mapper.map, save_windows=args.save_windows)
+    outputs = MapOutputs(out, settings.mapper.map, save_windows=args.save_windows, keyframe_files=args.keyframe_files)
     mapper = SlidingWindowMapper(
         model, settings.mapper, threaded=False,
         reconstruct_kwargs={"optimizer": optimizer} if optimizer is not None else None,
     )
-    failures, interrupted = _map_frames(mapper, frames, total, outputs, args.quiet)
+    failures, stopped = _map_frames(mapper, frames, source, total, outputs, args.quiet)
 
     stats, trajectory = mapper.stats, mapper.trajectory()
     metric = settings.mapper.chain.metric
@@ -298,10 +343,16 @@ def run(args: argparse.Namespace) -> int:
         windows=stats.windows_done,
         windows_failed=stats.windows_failed,
         views_rejected=stats.views_rejected,
+        frames_skipped=len(source.skipped),
+        frames_out_of_order=stats.frames_out_of_order,
+        time_jumps=stats.time_jumps,
         map_points=stats.map_points,
         voxel_size=mapper.map.voxel_size,
         units="m" if metric else "map units",
+        stopped=stopped,
         failures=failures,
+        skipped=source.skipped[:100],
+        warnings=dict(source.warnings),
     )
     if stats.windows_done:
         ply, tum = mapper.save(out)
@@ -310,12 +361,16 @@ def run(args: argparse.Namespace) -> int:
         if bag_path is not None:
             from ..io.bag_writer import write_map_bag
 
-            write_map_bag(bag_path, mapper.map_cloud(), trajectory, outputs.depth_of, settings.frames, args.node_name)
+            write_map_bag(bag_path, mapper.map_cloud(), trajectory, outputs.depth_of, settings.frames, args.node_name,
+                          settings.publish.path_max_poses)
             summary.outputs["bag"] = str(bag_path)
     outputs.summary(summary)
     print(summary.text())
-    if interrupted:
+    if stopped == "interrupted":
         return EXIT_INTERRUPTED
+    if stopped:
+        print(f"{PROG}: error: the run stopped early: {stopped}", file=sys.stderr)
+        return EXIT_ERROR
     if not stats.windows_done:
         reason = failures[-1] if failures else (
             f"{stats.frames} frames gave {stats.keyframes} keyframes, and a window needs at least 2; "
@@ -326,11 +381,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def _terminating_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run as Ctrl-C does: what was mapped is written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        with _terminating_signals_interrupt():
+            return run(args)
     except SceneFromViewsError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         if isinstance(error, CheckpointNotFoundError):

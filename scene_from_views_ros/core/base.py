@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .device import resolve_device
-from .errors import UnknownKwargError
+from .errors import InvalidImageError, UnknownKwargError
 from .images import ImageInput, load_images
 from .options import BUILD, CALL, Options, option
 from .result import PointCloud, SceneFromViewsResult
@@ -88,6 +88,12 @@ class SceneFromViewsBase(abc.ABC):
         clone = copy.copy(self)
         clone.options = self.call_options(overrides)
         return clone
+
+    def check_image(self, image: np.ndarray) -> None:
+        """Raise InvalidImageError if this model cannot take `image` (RGB uint8 HxWx3) with its
+        current options.  Cheap: a mapper drops such a frame before it reaches a window."""
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 2:
+            raise InvalidImageError(f"a {image.shape} image cannot be reconstructed; expected RGB HxWx3 of at least 2x2 pixels")
 
     # ----------------------------------------------------------------- pipeline stages
     @abc.abstractmethod

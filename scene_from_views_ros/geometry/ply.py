@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.files import atomic_path
+
 _VERTEX_DTYPE = np.dtype(
     [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
 )
@@ -32,7 +34,7 @@ def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = 
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as stream:
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
         stream.write(header.encode("ascii"))
         stream.write(vertices.tobytes())
     return path

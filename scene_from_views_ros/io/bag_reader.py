@@ -3,8 +3,11 @@
 The image topic carries sensor_msgs/Image or CompressedImage; frames are stamped from the
 message headers (the bag's receive time where a header stamp is zero).  A CameraInfo topic
 (given, or the image topic's sibling ``.../camera_info``, or the bag's only one) supplies the
-intrinsics of each frame: the latest info received before the image, the first info for
-images that came before any, scaled to the image size if they differ.
+intrinsics of each frame: the latest valid info received before the image, the first valid
+info for images that came before any, scaled to the image size if they differ.  An info with
+a non-finite K is ignored with a warning; a message that cannot be deserialized or decoded
+is a skipped frame (see `FrameSource`).  A folder holding one .mcap or .db3 file but no
+metadata.yaml is read as that file.
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ import numpy as np
 
 from ..core.imports import import_optional
 from ..mapping.keyframes import Frame
-from .messages import camera_info_intrinsics, compressed_to_rgb, image_to_rgb, stamp_to_ns
-from .sources import Candidate, FrameSource, InputError, Selection
+from .messages import camera_info_intrinsics, check_camera_info, compressed_to_rgb, image_to_rgb, stamp_to_ns
+from .sources import BAG_SUFFIXES, Candidate, FrameSource, InputError, Selection
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -52,7 +55,7 @@ class BagSource(FrameSource):
         selection: Selection | None = None,
     ) -> None:
         super().__init__(selection)
-        self.path = Path(path)
+        self.path = storage_path(Path(path))
         with self._reader() as reader:
             topics = dict(reader.topics)
         self.topic = self._pick_image_topic(topics, topic)
@@ -126,19 +129,51 @@ class BagSource(FrameSource):
         k = None if info is None else camera_info_intrinsics(info, rgb.shape[1], rgb.shape[0])
         return Frame(rgb, stamp, self.topic, k)
 
+    def _undecodable(self, log_time: int, error: Exception) -> Frame:
+        raise InputError(f"cannot deserialize the {self.topic} message logged at {log_time / 1e9:.9f} in {self.path}: {error}")
+
+    def _camera_info(self, reader: Any, connection: Any, raw: bytes) -> Any | None:
+        """A usable CameraInfo, or None (with a warning) for one that cannot be read or used."""
+        try:
+            info = reader.deserialize(raw, connection.msgtype)
+            check_camera_info(info)
+        except Exception as error:  # noqa: BLE001 - a bad info is ignored, the frames stay
+            self.warn(f"ignored CameraInfo messages on {self.camera_info_topic} that cannot be used: {error}")
+            return None
+        return info
+
     def _candidates(self) -> Iterator[Candidate]:
         with self._reader() as reader:
-            wanted = {self.topic, self.camera_info_topic}
-            connections = [c for c in reader.connections if c.topic in wanted]
-            info_connections = [c for c in connections if c.topic == self.camera_info_topic]
+            info_connections = [c for c in reader.connections if c.topic == self.camera_info_topic]
+            image_connections = [c for c in reader.connections if c.topic == self.topic]
             latest = None
-            for connection, _, raw in reader.messages(connections=info_connections):
-                latest = reader.deserialize(raw, connection.msgtype)
-                break
-            for connection, log_time, raw in reader.messages(connections=connections):
-                msg = reader.deserialize(raw, connection.msgtype)
+            # rosbags reads every topic for an empty connection list: ask only when there is one.
+            for connection, _, raw in reader.messages(connections=info_connections) if info_connections else ():
+                latest = self._camera_info(reader, connection, raw)
+                if latest is not None:
+                    break
+            for connection, log_time, raw in reader.messages(connections=info_connections + image_connections):
                 if connection.topic == self.camera_info_topic:
-                    latest = msg
+                    latest = self._camera_info(reader, connection, raw) or latest
                     continue
-                stamp = stamp_to_ns(msg.header.stamp) or int(log_time)
+                try:
+                    msg = reader.deserialize(raw, connection.msgtype)
+                    stamp = stamp_to_ns(msg.header.stamp) or int(log_time)
+                except Exception as error:  # noqa: BLE001 - one corrupt record is one skipped frame
+                    yield int(log_time), partial(self._undecodable, int(log_time), error)
+                    continue
                 yield stamp, partial(self._frame, msg, stamp, latest)
+
+
+def storage_path(path: Path) -> Path:
+    """What to open for `path`: a rosbag2 folder, or the one storage file of a folder without
+    metadata.yaml (e.g. an .mcap copied into a folder of its own)."""
+    if not path.is_dir() or (path / "metadata.yaml").is_file():
+        return path
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in BAG_SUFFIXES)
+    if len(files) == 1:
+        return files[0]
+    raise InputError(
+        f"folder {path} has no metadata.yaml and {len(files)} storage files ({', '.join(p.name for p in files)}); "
+        "pass one of them, or restore metadata.yaml (ros2 bag reindex)"
+    )

@@ -3,22 +3,25 @@
 The topics are the node's (``/<node>/map_cloud``, ``/<node>/depth``, ``/<node>/depth/camera_info``,
 ``/<node>/path``, ``/tf``), so one RViz configuration serves live mapping and replay.  Every
 message is stamped with its keyframe's stamp and written at that time; the map cloud comes
-first, at the first keyframe's stamp, so the whole map is visible while the path grows.
+first, at the first keyframe's stamp, so the whole map is visible while the path grows (to
+the newest `path_max_poses` keyframes, as the node publishes it).
 Messages are built and serialised with rosbags' typestore: no ROS runtime needed.
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..core.files import atomic_path
 from ..core.imports import import_optional
 from ..core.result import PointCloud
 from ..geometry.sim3 import pose_to_translation_quaternion
 from ..mapping.global_map import KeyframePose
-from ..mapping.settings import DEFAULT_NODE_NAME, FrameNames
+from ..mapping.settings import DEFAULT_NODE_NAME, FrameNames, PublishConfig
 from .messages import (
     CLOUD_FIELDS,
     CLOUD_POINT_STEP,
@@ -113,6 +116,7 @@ def write_map_bag(
     depth_of: Callable[[KeyframePose], np.ndarray],
     frames: FrameNames | None = None,
     node_name: str = DEFAULT_NODE_NAME,
+    path_max_poses: int = PublishConfig().path_max_poses,
 ) -> dict[str, int]:
     """Write the map bag at `path` (a new folder); returns the message count per topic.
 
@@ -133,7 +137,7 @@ def write_map_bag(
     }
     ordered = sorted(keyframes, key=lambda keyframe: keyframe.stamp_ns)
     counts = {topic: 0 for topic in topics.values()}
-    with Writer(Path(path), version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP) as writer:
+    with atomic_path(path, folder=True) as temporary, Writer(temporary, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP) as writer:
         connections = {key: writer.add_connection(topics[key], msgtype, typestore=make.typestore) for key, msgtype in types.items()}
 
         def write(key: str, stamp_ns: int, msg: Any) -> None:
@@ -142,12 +146,12 @@ def write_map_bag(
 
         if ordered:
             write("map_cloud", ordered[0].stamp_ns, make.cloud(cloud, ordered[0].stamp_ns, frames.map_frame))
-        poses: list[Any] = []
+        poses: deque[Any] = deque(maxlen=path_max_poses)
         for keyframe in ordered:
             stamp, child = keyframe.stamp_ns, frames.keyframe_frame(keyframe.keyframe_id)
             write("tf", stamp, make.tf(keyframe.pose, stamp, frames.map_frame, [child, frames.camera_frame]))
             write("depth", stamp, make.depth(depth_of(keyframe), stamp, child))
             write("camera_info", stamp, make.camera_info(keyframe, child))
             poses.append(make.pose_stamped(keyframe, frames.map_frame))
-            write("path", stamp, make.path(poses, stamp, frames.map_frame))
+            write("path", stamp, make.path(list(poses), stamp, frames.map_frame))
     return counts

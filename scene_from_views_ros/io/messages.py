@@ -27,6 +27,10 @@ class UnsupportedEncodingError(InvalidImageError):
     """An Image message uses an encoding that cannot be turned into RGB."""
 
 
+class InvalidCameraInfoError(InvalidImageError):
+    """A CameraInfo message cannot describe the camera (non-finite or negative K)."""
+
+
 # ---------------------------------------------------------------- stamps
 def stamp_to_ns(stamp: Any) -> int:
     """builtin_interfaces/Time (sec, nanosec) -> integer nanoseconds."""
@@ -81,18 +85,41 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+def is_truncated_jpeg(data: bytes | np.ndarray) -> bool:
+    """A JPEG stream without its end-of-image marker (FF D9) near its end: truncated, which
+    some decoders fill in grey without a word."""
+    return b"\xff\xd9" not in bytes(data[-32:])
+
+
 def compressed_to_rgb(msg: Any) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png) -> RGB uint8 HxWx3."""
-    bgr = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
+    data = np.frombuffer(msg.data, np.uint8)
+    if data[:2].tobytes() == b"\xff\xd8" and is_truncated_jpeg(data):
+        raise InvalidImageError(f"CompressedImage is a truncated JPEG (no end-of-image marker, {data.size} bytes)")
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error:  # OpenCV raises, rather than returning None, for some malformed buffers
+        bgr = None
     if bgr is None:
-        raise InvalidImageError(f"cannot decode CompressedImage of format {msg.format!r} ({len(msg.data)} bytes)")
+        raise InvalidImageError(f"cannot decode CompressedImage of format {msg.format!r} ({data.size} bytes)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 # ---------------------------------------------------------------- camera info
+def check_camera_info(info: Any) -> None:
+    """Raise InvalidCameraInfoError if a CameraInfo's K cannot describe a camera: not 9
+    finite numbers, or negative focal lengths (K = 0 is an uncalibrated camera: allowed)."""
+    k = np.asarray(info.k, dtype=np.float64).reshape(-1)
+    if k.size != 9 or not np.isfinite(k).all():
+        raise InvalidCameraInfoError(f"CameraInfo K is not 9 finite numbers: {k.tolist()}")
+    if k[0] < 0 or k[4] < 0:
+        raise InvalidCameraInfoError(f"CameraInfo K has negative focal lengths fx={k[0]}, fy={k[4]}")
+
+
 def camera_info_intrinsics(info: Any, width: int, height: int) -> np.ndarray | None:
     """The 3x3 K of a sensor_msgs/CameraInfo in the pixels of a `width` x `height` image
-    (scaled when the info is for another size); None for an uncalibrated camera (K = 0)."""
+    (scaled when the info is for another size); None for an uncalibrated camera (K = 0).
+    Check the info with `check_camera_info` first."""
     k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
     if k[0, 0] <= 0 or k[1, 1] <= 0:
         return None

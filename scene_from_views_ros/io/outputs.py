@@ -10,13 +10,15 @@
     keyframes/kf_<id>_depth.png         the depth colour-mapped (turbo, near = blue)
     keyframes/kf_<id>_confidence.png    the confidence colour-mapped (viridis, high = yellow)
     windows/window_<n>.ply     each window's cloud in the map frame (optional)
-    summary.json               counts and timings
+    summary.json               counts, timings, skipped frames, warnings
+    parameters.yaml            the run's parameters, reusable with the node
 
-Per-keyframe files are written as each window is placed, so memory does not grow with the run.
+Per-keyframe files (`KEYFRAME_FILES`: none, depth or all) are written as each window is
+placed, so memory does not grow with the run.  Every file is written under a temporary name
+and renamed into place; JSON is strict (non-finite numbers are null).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..core.files import atomic_path, write_json
 from ..geometry.ply import write_ply
 from ..geometry.pointcloud import confidence_mask
 from ..mapping.chaining import WindowInMap
@@ -33,6 +36,10 @@ from ..mapping.settings import FrameNames
 
 KEYFRAME_DIR = "keyframes"
 WINDOW_DIR = "windows"
+# What --keyframe-files writes per keyframe: nothing, the depth map, or depth and the PNGs.
+KEYFRAME_FILES = {"none": (), "depth": ("depth",), "all": ("depth", "depth_png", "confidence_png")}
+# Everything a run writes into its output folder (what --overwrite removes first).
+RUN_OUTPUTS = ("map.ply", "map_trajectory.tum", "keyframes.json", "summary.json", "parameters.yaml", KEYFRAME_DIR, WINDOW_DIR, "bag")
 
 
 def colorize(values: np.ndarray, colormap: int, valid: np.ndarray | None = None) -> np.ndarray:
@@ -50,10 +57,11 @@ def colorize(values: np.ndarray, colormap: int, valid: np.ndarray | None = None)
     return image
 
 
-def keyframe_files(keyframe_id: int) -> dict[str, str]:
-    """Paths (relative to the output folder) of one keyframe's depth and confidence files."""
+def keyframe_files(keyframe_id: int, kinds: tuple[str, ...] = KEYFRAME_FILES["all"]) -> dict[str, str]:
+    """Paths (relative to the output folder) of one keyframe's files of the given `kinds`."""
     stem = f"{KEYFRAME_DIR}/kf_{keyframe_id:06d}"
-    return {"depth": f"{stem}_depth.npy", "depth_png": f"{stem}_depth.png", "confidence_png": f"{stem}_confidence.png"}
+    names = {"depth": f"{stem}_depth.npy", "depth_png": f"{stem}_depth.png", "confidence_png": f"{stem}_confidence.png"}
+    return {kind: names[kind] for kind in kinds}
 
 
 @dataclass
@@ -83,13 +91,19 @@ class RunSummary:
     windows: int = 0
     windows_failed: int = 0
     views_rejected: int = 0
+    frames_skipped: int = 0
+    frames_out_of_order: int = 0
+    time_jumps: int = 0
     map_points: int = 0
     voxel_size: float = 0.0
     units: str = "map units"
     total_s: float = 0.0
     mean_window_s: float = 0.0
+    stopped: str = ""  # why the run ended early ("" when it read its whole input)
     window_s: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # the first reasons frames were skipped for
+    warnings: dict[str, int] = field(default_factory=dict)  # warning -> how often
     outputs: dict[str, str] = field(default_factory=dict)
 
     def text(self) -> str:
@@ -105,17 +119,23 @@ class RunSummary:
             f"map:        {self.map_points} points (voxel {self.voxel_size:.4g} {self.units})",
             f"time:       {self.total_s:.1f} s",
         ]
+        if self.frames_skipped or self.time_jumps or self.frames_out_of_order:
+            lines.append(f"inputs:     {self.frames_skipped} frames skipped, {self.time_jumps} time jumps back, "
+                         f"{self.frames_out_of_order} frames out of order")
+        if self.stopped:
+            lines.append(f"stopped:    {self.stopped}")
         lines += [f"failed:     {failure}" for failure in self.failures]
         lines += [f"{name + ':':<11} {path}" for name, path in self.outputs.items()]
         return "\n".join(lines)
 
 
 def write_keyframes_json(
-    output_dir: str | Path, trajectory: list[KeyframePose], frames: FrameNames, metric: bool, *, depth_files: bool = True
+    output_dir: str | Path, trajectory: list[KeyframePose], frames: FrameNames, metric: bool, *,
+    files: tuple[str, ...] = KEYFRAME_FILES["all"],
 ) -> Path:
     """keyframes.json: poses (camera-to-map 4x4, OpenCV optical axes), intrinsics (the model's
-    and, where the input gave them, the camera's) and, with `depth_files`, the keyframes' depth
-    file names; written by the offline tool and by the node's ~/save_map."""
+    and, where the input gave them, the camera's) and the names of the keyframe `files`
+    written; by the offline tool and by the node's ~/save_map (which writes none)."""
     entries = []
     for keyframe in trajectory:
         entries.append({
@@ -129,7 +149,7 @@ def write_keyframes_json(
             "intrinsics": np.asarray(keyframe.intrinsics, np.float64).tolist(),
             "image_size": list(keyframe.image_size),
             "camera_intrinsics": None if keyframe.camera_intrinsics is None else np.asarray(keyframe.camera_intrinsics).tolist(),
-            **(keyframe_files(keyframe.keyframe_id) if depth_files else {}),
+            **keyframe_files(keyframe.keyframe_id, files),
         })
     document = {
         "map_frame": frames.map_frame,
@@ -139,36 +159,42 @@ def write_keyframes_json(
         "camera_intrinsics": "3x3 of the source camera, where the input provided them",
         "keyframes": entries,
     }
-    path = Path(output_dir) / "keyframes.json"
-    path.write_text(json.dumps(document, indent=1))
-    return path
+    return write_json(Path(output_dir) / "keyframes.json", document)
 
 
 class MapOutputs:
     """Writes per-window products as windows arrive (`on_window`) and the rest at the end."""
 
-    def __init__(self, output_dir: str | Path, map_config: MapConfig, save_windows: bool = False) -> None:
+    def __init__(self, output_dir: str | Path, map_config: MapConfig, save_windows: bool = False, keyframe_files: str = "all") -> None:
         self.output_dir = Path(output_dir)
         self.map_config = map_config
         self.save_windows = save_windows
+        self.files = KEYFRAME_FILES[keyframe_files]
         self.windows: list[WindowRecord] = []
         self.started = time.perf_counter()
-        (self.output_dir / KEYFRAME_DIR).mkdir(parents=True, exist_ok=True)
+        if self.files:
+            (self.output_dir / KEYFRAME_DIR).mkdir(parents=True, exist_ok=True)
         if save_windows:
             (self.output_dir / WINDOW_DIR).mkdir(parents=True, exist_ok=True)
 
     def on_window(self, window: WindowInMap) -> None:
-        """Save the depth and confidence of the keyframes this window added (and its cloud)."""
+        """Save the files of the keyframes this window added (and its cloud)."""
         keep = [
             mask & confidence_mask(confidence, self.map_config.min_confidence, self.map_config.drop_percentile)
             for confidence, mask in zip(window.confidences, window.masks, strict=True)
         ]
         for view in window.new_views:
-            files = keyframe_files(window.keyframes[view].keyframe_id)
+            files = keyframe_files(window.keyframes[view].keyframe_id, self.files)
             depth = np.where(keep[view], np.asarray(window.depths[view], np.float32), np.float32(np.nan))
-            np.save(self.output_dir / files["depth"], depth)
-            cv2.imwrite(str(self.output_dir / files["depth_png"]), colorize(depth, cv2.COLORMAP_TURBO, depth > 0))
-            cv2.imwrite(str(self.output_dir / files["confidence_png"]), colorize(window.confidences[view], cv2.COLORMAP_VIRIDIS))
+            writers = {
+                "depth": lambda path, depth=depth: np.save(path, depth),
+                "depth_png": lambda path, depth=depth: cv2.imwrite(str(path), colorize(depth, cv2.COLORMAP_TURBO, depth > 0)),
+                "confidence_png": lambda path, view=view: cv2.imwrite(
+                    str(path), colorize(window.confidences[view], cv2.COLORMAP_VIRIDIS)),
+            }
+            for kind, name in files.items():
+                with atomic_path(self.output_dir / name) as temporary:
+                    writers[kind](temporary)
         if self.save_windows:
             write_ply(
                 self.output_dir / WINDOW_DIR / f"window_{window.index:04d}.ply",
@@ -188,11 +214,11 @@ class MapOutputs:
 
     def depth_of(self, keyframe: KeyframePose) -> np.ndarray:
         """A saved keyframe depth map (memory-mapped)."""
-        return np.load(self.output_dir / keyframe_files(keyframe.keyframe_id)["depth"], mmap_mode="r")
+        return np.load(self.output_dir / keyframe_files(keyframe.keyframe_id, ("depth",))["depth"], mmap_mode="r")
 
     def write_keyframes_json(self, trajectory: list[KeyframePose], frames: FrameNames, metric: bool) -> Path:
         """keyframes.json in the output folder (see `write_keyframes_json`)."""
-        return write_keyframes_json(self.output_dir, trajectory, frames, metric)
+        return write_keyframes_json(self.output_dir, trajectory, frames, metric, files=self.files)
 
     def summary(self, summary: RunSummary) -> RunSummary:
         """Fill in the window timings and total time, and write summary.json."""
@@ -203,5 +229,5 @@ class MapOutputs:
         summary.outputs["summary"] = str(path)
         document: dict[str, Any] = asdict(summary)
         document["window_details"] = [asdict(window) for window in self.windows]
-        path.write_text(json.dumps(document, indent=1))
+        write_json(path, document)
         return summary

@@ -11,6 +11,7 @@ import abc
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -19,8 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..core.errors import SceneFromViewsError
+from ..core.errors import InvalidImageError, SceneFromViewsError
 from ..mapping.keyframes import Frame
+from .messages import is_truncated_jpeg
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 BAG_SUFFIXES = (".mcap", ".db3")
@@ -44,6 +46,8 @@ class Selection:
     def __post_init__(self) -> None:
         if self.step < 1:
             raise InputError(f"frame step must be >= 1, got {self.step}")
+        if not math.isfinite(self.start_s) or (self.end_s is not None and not math.isfinite(self.end_s)):
+            raise InputError(f"--start and --end must be finite numbers of seconds, got start={self.start_s} end={self.end_s}")
         if self.start_s < 0 or (self.end_s is not None and self.end_s < self.start_s):
             raise InputError(f"time range must satisfy 0 <= start <= end, got start={self.start_s} end={self.end_s}")
         if self.max_frames is not None and self.max_frames < 1:
@@ -58,12 +62,36 @@ class Selection:
 
 
 class FrameSource(abc.ABC):
-    """Iterable of selected frames; `description` names the input for messages and summaries."""
+    """Iterable of selected frames; `description` names the input for messages and summaries.
+
+    A frame that cannot be used (undecodable, or refused by `skip` from outside, e.g. by the
+    model) is skipped with its reason recorded in `skipped`, or, with `stop_on_bad_frame`,
+    ends the iteration with InputError.  Inputs that are usable but suspect (a truncated
+    JPEG, 12-bit data in 16-bit images, a video shorter than announced) add to `warnings`
+    (message -> count); `on_warning` is told each message once.
+    """
 
     description: str = ""
 
     def __init__(self, selection: Selection | None = None) -> None:
         self.selection = selection or Selection()
+        self.stop_on_bad_frame = False
+        self.skipped: list[str] = []
+        self.warnings: Counter[str] = Counter()
+        self.on_warning: Callable[[str], None] | None = None
+
+    def warn(self, message: str) -> None:
+        """Record a warning about the input (reported once, counted every time)."""
+        self.warnings[message] += 1
+        if self.warnings[message] == 1 and self.on_warning is not None:
+            self.on_warning(message)
+
+    def skip(self, reason: str) -> None:
+        """A frame cannot be used: record it and go on, or stop (`stop_on_bad_frame`)."""
+        if self.stop_on_bad_frame:
+            raise InputError(f"{reason} (stopping: --on-bad-frame stop)")
+        self.skipped.append(reason)
+        self.warn(f"skipped a frame: {reason}" if len(self.skipped) <= 20 else "skipped more frames (see summary.json)")
 
     @abc.abstractmethod
     def _candidates(self) -> Iterator[Candidate]:
@@ -79,15 +107,18 @@ class FrameSource(abc.ABC):
         return self.selection.expected(self.available())
 
     def __iter__(self) -> Iterator[Frame]:
+        """The selected frames.  Time since the first frame adds up the forward steps of the
+        stamps, so a clock reset (stamps that jump back) does not throw the rest away."""
         selection = self.selection
         # Range bounds in ns with 1 ns of slack, as stamps are rounded to whole nanoseconds.
         start_ns = round(selection.start_s * 1e9) - 1
         end_ns = None if selection.end_s is None else round(selection.end_s * 1e9) + 1
-        first: int | None = None
-        in_range = kept = 0
+        previous: int | None = None
+        elapsed_ns = seen = in_range = kept = 0
         for stamp_ns, load in self._candidates():
-            first = stamp_ns if first is None else first
-            elapsed_ns = stamp_ns - first
+            if previous is not None:
+                elapsed_ns += max(stamp_ns - previous, 0)
+            previous, seen = stamp_ns, seen + 1
             if end_ns is not None and elapsed_ns > end_ns:
                 return
             if elapsed_ns < start_ns:
@@ -95,10 +126,20 @@ class FrameSource(abc.ABC):
             in_range += 1
             if (in_range - 1) % selection.step:
                 continue
-            yield load()
+            try:
+                frame = load()
+            except (InputError, InvalidImageError) as error:
+                self.skip(str(error))
+                continue
+            yield frame
             kept += 1
             if selection.max_frames is not None and kept >= selection.max_frames:
                 return
+        if seen and not in_range:
+            raise InputError(
+                f"no frame in the selected time range: {self.description} spans {elapsed_ns / 1e9:.3f} s, "
+                f"--start is {selection.start_s:g} s"
+            )
 
 
 def _natural_key(path: Path) -> list[object]:
@@ -118,12 +159,37 @@ def check_readable(path: Path) -> None:
             raise InputError(f"cannot read {path}: {error.strerror or error}") from error
 
 
-def read_image_rgb(path: Path) -> np.ndarray:
-    """An image file as RGB uint8 (16-bit and grey images converted), or InputError."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
+SIXTEEN_BIT_WARNING = (
+    "16-bit images are scaled to 8 bits by each image's own maximum, as the node does for mono16 "
+    "(so 10/12-bit data stays visible)"
+)
+
+
+def read_image_rgb(path: Path, warn: Callable[[str], None] | None = None) -> np.ndarray:
+    """An image file as RGB uint8 (grey converted; 16-bit scaled by its maximum), or InputError.
+
+    `warn` hears about 16-bit data (scaled, see SIXTEEN_BIT_WARNING).  A JPEG without its
+    end-of-image marker is refused as truncated (some decoders would fill the missing rows
+    with grey and say nothing).
+    """
+    if path.name.startswith("._"):
+        raise InputError(f"{path} is an AppleDouble file (macOS metadata), not an image")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot read image {path}: {error.strerror or error}") from error
+    if not data:
+        raise InputError(f"image {path} is empty (0 bytes)")
+    if path.suffix.lower() in (".jpg", ".jpeg") and is_truncated_jpeg(data):
+        raise InputError(f"image {path} is a truncated JPEG (no end-of-image marker)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
+    if image is None:
         raise InputError(f"cannot read image {path}: not an image file, corrupt, or an unsupported format")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if image.dtype != np.uint8:
+        if warn is not None:
+            warn(SIXTEEN_BIT_WARNING)
+        image = np.round(image.astype(np.float32) * (255.0 / max(float(image.max()), 1.0))).astype(np.uint8)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 class ImageFilesSource(FrameSource):
@@ -131,8 +197,8 @@ class ImageFilesSource(FrameSource):
 
     def __init__(self, paths: Sequence[Path], fps: float = 10.0, selection: Selection | None = None, description: str = "") -> None:
         super().__init__(selection)
-        if fps <= 0:
-            raise InputError(f"fps must be > 0, got {fps}")
+        if not (math.isfinite(fps) and fps > 0):
+            raise InputError(f"--fps must be a positive number, got {fps}")
         if not paths:
             raise InputError("no images given")
         self.paths = list(paths)
@@ -151,7 +217,7 @@ class ImageFilesSource(FrameSource):
         return len(self.paths)
 
     def _load(self, index: int, stamp_ns: int) -> Frame:
-        return Frame(read_image_rgb(self.paths[index]), stamp_ns, "camera")
+        return Frame(read_image_rgb(self.paths[index], self.warn), stamp_ns, "camera")
 
     def _candidates(self) -> Iterator[Candidate]:
         for index in range(len(self.paths)):
@@ -218,6 +284,11 @@ class VideoSource(FrameSource):
                 index += 1
         finally:
             capture.release()
+        if self.frame_count is not None and index < self.frame_count:
+            self.warn(
+                f"video {self.path} announces {self.frame_count} frames but only {index} could be read: "
+                "it is truncated or corrupt"
+            )
 
 
 class SyntheticSource(FrameSource):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.files import write_text
 from ..geometry.ply import write_ply
 from ..geometry.sim3 import pose_to_translation_quaternion, quaternion_to_rotation
 from .global_map import GlobalMap
@@ -28,8 +29,7 @@ def write_tum(path: str | Path, stamps_ns: list[int], poses: list[np.ndarray]) -
             seconds, nanoseconds = divmod(int(stamp), 1_000_000_000)
             values = " ".join(f"{value:.9g}" for value in (*translation, *quaternion))
             lines.append(f"{seconds}.{nanoseconds:09d} {values}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 def read_tum(path: str | Path) -> tuple[list[int], list[np.ndarray]]:

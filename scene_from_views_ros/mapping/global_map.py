@@ -37,6 +37,9 @@ class MapConfig(Options):
         "with a threshold of its own (VGGT's model.conf_thres) needs none.",
         unit="percentile", low=0.0, high=99.0,
     )
+    reset_on_time_jump: bool = option(
+        False, "Start a new map when the stamps jump back (keyframe.time_jump_s); otherwise the map continues.",
+    )
     pixel_stride: int = option(
         2, "Map every n-th pixel in both directions; at model resolution a pixel covers far less than a "
         "voxel, so 2 loses little detail and adds a window about 4x faster.", low=1, high=64,

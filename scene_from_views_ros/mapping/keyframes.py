@@ -78,6 +78,12 @@ class KeyframeConfig(Options):
     thumbnail_width: int = option(
         32, "Width of the grey thumbnail the image change is measured on.", unit="pixels", low=4, high=1024,
     )
+    time_jump_s: float = option(
+        1.0, "A frame this much older (stamps) than its camera's last keyframe starts a new segment (a clock "
+        "reset, a bag played again): keyframing restarts there and the map continues (map.reset_on_time_jump "
+        "starts a new one); a frame older by less is out of order and dropped. Both are counted in /diagnostics.",
+        unit="s", low=0.0, high=86400.0,
+    )
 
 
 def grey_thumbnail(image: np.ndarray, width: int) -> np.ndarray:
@@ -88,20 +94,39 @@ def grey_thumbnail(image: np.ndarray, width: int) -> np.ndarray:
 
 
 class KeyframeSelector:
-    """Stateful keyframe test; `reset` forgets the history."""
+    """Stateful keyframe test; `reset` forgets the history.  `out_of_order` counts the frames
+    dropped for being (a little) older than their camera's last keyframe."""
 
     def __init__(self, config: KeyframeConfig | None = None) -> None:
         self.config = config or KeyframeConfig()
-        self.reset()
-
-    def reset(self) -> None:
         self._last_by_camera: dict[str, Keyframe] = {}
         self._last_stamp_ns: int | None = None
+        self.out_of_order = 0
+
+    def reset(self) -> None:
+        self._last_by_camera = {}
+        self._last_stamp_ns = None
+
+    def time_jump_s(self, frame: Frame) -> float | None:
+        """How far (seconds) `frame` jumped back in time from its camera's last keyframe, when
+        that is more than `time_jump_s` (a new segment); None otherwise."""
+        last = self._last_by_camera.get(frame.camera_id)
+        if last is None or last.stamp_ns - frame.stamp_ns <= self.config.time_jump_s * 1e9:
+            return None
+        return (last.stamp_ns - frame.stamp_ns) / 1e9
+
+    def start_segment(self, camera_id: str) -> None:
+        """Forget the camera's timing and image history: its next frame starts afresh."""
+        self._last_by_camera.pop(camera_id, None)
+        self._last_stamp_ns = None
 
     def select(self, frame: Frame) -> Keyframe | None:
         """Return a Keyframe if `frame` should become one, else None."""
         config = self.config
         last = self._last_by_camera.get(frame.camera_id)
+        if last is not None and frame.stamp_ns < last.stamp_ns:
+            self.out_of_order += 1
+            return None
         if last is not None and frame.stamp_ns - last.stamp_ns < config.min_interval_s * 1e9:
             return None
         if config.max_rate_hz > 0 and self._last_stamp_ns is not None and frame.stamp_ns - self._last_stamp_ns < 1e9 / config.max_rate_hz:

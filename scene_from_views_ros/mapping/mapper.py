@@ -43,6 +43,18 @@ logger = logging.getLogger(__name__)
 Reconstructor = Callable[[list[Keyframe]], SceneFromViewsResult]
 
 
+def check_finite(result: SceneFromViewsResult, index: int) -> None:
+    """Raise WindowError for a result that must not be placed: a non-finite camera pose (a
+    broken checkpoint, diverged inputs) or not one finite point where the model kept pixels."""
+    bad = [view for view, pose in enumerate(result.camera_poses) if not np.isfinite(pose).all()]
+    if bad:
+        raise WindowError(f"window {index}: the model returned non-finite camera poses for views {bad}; not placed")
+    masks: list[np.ndarray | None] = list(result.masks) if result.masks is not None else [None] * result.num_views
+    if not any(np.isfinite(points if mask is None else points[mask]).all(axis=-1).any()
+               for points, mask in zip(result.point_clouds, masks, strict=True)):
+        raise WindowError(f"window {index}: the model returned no finite point; not placed")
+
+
 def kept_confidence(confidence: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """The confidence with the pixels the model did not keep set to 0, so that chaining
     (which ignores zero weights) uses only what the model vouches for."""
@@ -85,6 +97,9 @@ class MapperStats:
     windows_done: int = 0
     windows_failed: int = 0
     views_rejected: int = 0  # keyframes a model left out of its window (e.g. VGGT-Robust's outliers)
+    frames_out_of_order: int = 0  # older than their camera's last keyframe by less than a time jump
+    time_jumps: int = 0  # stamps that jumped back: each starts a new segment
+    last_time_jump: str = ""
     map_points: int = 0
     reconstruct_s: float = 0.0
     chain_s: float = 0.0  # Sim(3) fit + moving the window's outputs into the map frame
@@ -112,6 +127,7 @@ class SlidingWindowMapper:
     ) -> None:
         self.config = config or MapperConfig()
         self._reconstructor = as_reconstructor(backend, **(reconstruct_kwargs or {}))
+        self._check_image: Callable[[np.ndarray], None] | None = getattr(backend, "check_image", None)
         self.on_window = on_window
         self.on_error = on_error
         self.selector = KeyframeSelector(self.config.keyframe)
@@ -137,10 +153,18 @@ class SlidingWindowMapper:
     # ---- input -------------------------------------------------------------------------
     def add_frame(self, frame: Frame) -> bool:
         """Offer a frame; returns True if it became a keyframe.  In synchronous mode a due
-        window is reconstructed before returning."""
+        window is reconstructed before returning.  Raises InvalidImageError for a frame the
+        model cannot take (e.g. too elongated to resize), before it reaches a window."""
+        if self._check_image is not None:
+            self._check_image(frame.image)
         with self._lock:
             self._stats.frames += 1
+            jump_s = self.selector.time_jump_s(frame)
+        if jump_s is not None:
+            self._start_segment(frame.camera_id, jump_s)
+        with self._lock:
             keyframe = self.selector.select(frame)
+            self._stats.frames_out_of_order = self.selector.out_of_order
             if keyframe is None:
                 return False
             self._stats.keyframes += 1
@@ -172,6 +196,7 @@ class SlidingWindowMapper:
         reconstructor = as_reconstructor(backend, **reconstruct_kwargs)
         with self._lock:
             self._reconstructor = reconstructor
+            self._check_image = getattr(backend, "check_image", None)
 
     def update_config(self, config: MapperConfig) -> None:
         """Apply new settings (the map is kept): keyframe, window and chain settings from the
@@ -186,14 +211,36 @@ class SlidingWindowMapper:
     def reset(self) -> None:
         """Forget keyframes, windows, map and trajectory; a window in flight is discarded."""
         with self._state_lock, self._lock:
-            self._epoch += 1
-            self.selector.reset()
-            self.builder.reset()
-            self.map.clear()
-            self._references.clear()
-            self._placed = False
-            self._latest = None
+            self._clear()
             self._stats = MapperStats()
+
+    def _clear(self) -> None:
+        """Drop everything mapped (callers hold both locks)."""
+        self._epoch += 1
+        self.selector.reset()
+        self.builder.reset()
+        self.map.clear()
+        self._references.clear()
+        self._placed = False
+        self._latest = None
+
+    def _start_segment(self, camera_id: str, jump_s: float) -> None:
+        """Time jumped back: keyframing restarts for the camera; the map continues, or a new
+        one starts (map.reset_on_time_jump).  Logged once per jump and counted."""
+        with self._state_lock, self._lock:
+            reset = self.config.map.reset_on_time_jump
+            if reset:
+                self._clear()
+            else:
+                self.selector.start_segment(camera_id)
+                self.builder.restart_clock()
+            self._stats.time_jumps += 1
+            self._stats.last_time_jump = f"{camera_id}: {jump_s:.3f} s back"
+            count = self._stats.time_jumps
+        logger.warning(
+            "%s: stamps jumped back by %.3f s (clock reset or replay): a new segment starts, %s (%d jumps so far)",
+            camera_id, jump_s, "with a new map" if reset else "the map continues", count,
+        )
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Stop the worker thread (the window in flight, if any, is finished first)."""
@@ -308,6 +355,7 @@ class SlidingWindowMapper:
 
     def _place(self, window: Window, result: SceneFromViewsResult) -> WindowInMap:
         views = result_views(result, len(window))
+        check_finite(result, window.index)
         keyframes = [window.keyframes[i] for i in views]
         started = time.perf_counter()
         if not self._placed:

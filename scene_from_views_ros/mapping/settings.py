@@ -115,6 +115,25 @@ class OutputConfig(Options):
     output_dir: str = option(
         "sfv_map", "Folder that ~/save_map (and the offline tool without --out) writes the map into.", nonempty=True,
     )
+    save_on_shutdown: bool = option(
+        True, "When the node shuts down (Ctrl-C, SIGTERM, SIGHUP, ros2 lifecycle end), write the map into "
+        "map.output_dir as ~/save_map does, if anything was mapped.",
+    )
+
+
+# A ROS 2 topic name: tokens of letters, digits and underscores (not starting with a digit),
+# separated by single slashes, optionally absolute (/) or private (~/), no trailing slash.
+_TOPIC = re.compile(r"^(~/|/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _check_topics(label: str, topics: tuple[str, ...], allow_empty: bool) -> None:
+    bad = [topic for topic in topics if not (_TOPIC.match(topic) or (allow_empty and topic == ""))]
+    if bad:
+        raise InvalidOptionError(
+            f"{label}={list(topics)} is not allowed: {', '.join(map(repr, bad))} "
+            f"{'is not a valid topic name' if len(bad) == 1 else 'are not valid topic names'} (letters, digits, "
+            "underscores and single slashes, e.g. /camera/image_raw)"
+        )
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,8 @@ class NodeInputs(Options):
     diagnostics_period_s: float = option(1.0, "Period of /diagnostics.", unit="s", low=0.1, high=60.0, restart=True)
 
     def check_together(self) -> None:
+        _check_topics("image_topics", self.image_topics, allow_empty=False)
+        _check_topics("camera_info_topics", self.camera_info_topics, allow_empty=True)
         if len(self.camera_info_topics) > len(self.image_topics):
             raise InvalidOptionError(
                 f"camera_info_topics={list(self.camera_info_topics)} is not allowed: at most one per image topic "
@@ -151,6 +172,11 @@ class PublishConfig(Options):
     prefix: ClassVar[str] = "publish."
     window_cloud_stride: int = option(1, "Publish every n-th pixel of each view in ~/window_cloud.", low=1, high=64)
     depth: bool = option(True, "Publish ~/depth, ~/depth/camera_info and ~/confidence per keyframe.")
+    path_max_poses: int = option(
+        1000, "~/path holds the newest this many keyframes (the whole trajectory is in ~/save_map's files, and "
+        "each window's new keyframes are on ~/keyframe_poses): publishing stays as cheap on long runs.",
+        unit="keyframes", low=1, high=1_000_000,
+    )
 
 
 # Every group of fixed parameters, in the order the YAML file and the docs list them.
@@ -299,10 +325,10 @@ def settings_from_parameters(params: Mapping[str, Any]) -> MappingSettings:
     model_cls = model_class(run.model_type)
     model = model_cls.options_class.create(model_values, exposed_only=True)
     optimizer = built(OptimizerChoice)
-    if optimizer_values:
-        if not optimizer.type:
-            names = ", ".join(f"{OPTIMIZER_PREFIX}{name}" for name in optimizer_values)
-            raise InvalidOptionError(f"{names} set but optimizer.type is empty; set optimizer.type or remove them")
+    if optimizer_values and not optimizer.type:
+        names = ", ".join(f"{OPTIMIZER_PREFIX}{name}" for name in optimizer_values)
+        raise InvalidOptionError(f"{names} set but optimizer.type is empty; set optimizer.type or remove them")
+    if optimizer.type:  # an optimizer that is not implemented, or a bad option of it, is refused here
         optimizer_class(optimizer.type).options_class.create(optimizer_values, exposed_only=True)
     chain = built(ChainConfig)
     mapper = MapperConfig(

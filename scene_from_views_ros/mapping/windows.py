@@ -75,6 +75,10 @@ class WindowBuilder:
         self._anchor = self._anchor[-config.overlap :]
         self._trim()
 
+    def restart_clock(self) -> None:
+        """Stamps jumped back: measure `period_s` from the next keyframes, not the last window."""
+        self._last_window_stamp_ns = None
+
     def reset(self) -> None:
         self._anchor = []
         self._pending = deque()

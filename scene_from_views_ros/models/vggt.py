@@ -91,10 +91,19 @@ class ProcessedViews:
     offsets: np.ndarray
 
 
-def _resized_size(width: int, height: int, mode: str, target_size: int, patch_size: int) -> tuple[int, int]:
+def resized_size(width: int, height: int, mode: str, target_size: int, patch_size: int) -> tuple[int, int]:
+    """(width, height) an image is resized to before cropping or padding; InvalidImageError
+    when a side would vanish (an image too elongated for `target_size`)."""
     if mode == "pad" and height > width:
-        return round(width * (target_size / height) / patch_size) * patch_size, target_size
-    return target_size, round(height * (target_size / width) / patch_size) * patch_size
+        size = round(width * (target_size / height) / patch_size) * patch_size, target_size
+    else:
+        size = target_size, round(height * (target_size / width) / patch_size) * patch_size
+    if min(size) < patch_size:
+        raise InvalidImageError(
+            f"a {width}x{height} image is too elongated for VGGT at target_size {target_size} ({mode}): "
+            f"it would be resized to {size[0]}x{size[1]}; crop it, or use a larger target_size"
+        )
+    return size
 
 
 def _pad_to(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, int, int]:
@@ -131,9 +140,7 @@ def preprocess_vggt_images(
                 f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
             )
         height, width = image.shape[:2]
-        new_w, new_h = _resized_size(width, height, mode, target_size, patch_size)
-        if new_w < patch_size or new_h < patch_size:
-            raise InvalidImageError(f"image {index} ({width}x{height}) is too elongated to resize for VGGT")
+        new_w, new_h = resized_size(width, height, mode, target_size, patch_size)
         out = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC))
         ox = oy = 0
         if mode == "crop" and new_h > target_size:
@@ -229,6 +236,11 @@ class SceneFromViewsVggt(SceneFromViewsBase):
     @property
     def patch_size(self) -> int:
         return self.network.cfg.patch_size
+
+    def check_image(self, image: np.ndarray) -> None:
+        """Can this image be resized with the current preprocess_mode and target_size?"""
+        super().check_image(image)
+        resized_size(image.shape[1], image.shape[0], self.options.preprocess_mode, self.options.target_size, self.patch_size)
 
     def preprocess_images(self, images: list[np.ndarray], **kwargs: Any) -> ProcessedViews:
         """Resize as the reference does (`preprocess_mode`, `target_size`)."""

@@ -9,24 +9,31 @@ window.  rclpy publishers are thread-safe; `_publish_lock` orders window publish
 Outputs (node-private names), all in `map_frame` unless said otherwise:
   ~/map_cloud (PointCloud2, reliable + transient local), ~/window_cloud (the latest window),
   ~/depth and ~/confidence (32FC1 per keyframe of the window, frame = keyframe frame,
-  NaN = invalid) with ~/depth/camera_info, ~/path, /tf (map -> keyframe frames of the window
-  and map -> camera_frame for the newest keyframe, optical axes), /diagnostics.
+  NaN = invalid) with ~/depth/camera_info, ~/path (the newest publish.path_max_poses
+  keyframes), ~/keyframe_poses (the keyframes each window adds), /tf (map -> keyframe frames
+  of the window and map -> camera_frame for the newest keyframe, optical axes), /diagnostics.
 Services: ~/reset, ~/save_map (std_srvs/Trigger).  Units are the model's ("map units")
-unless the model is metric.
+unless the model is metric.  No message stops the node: what an input callback cannot use
+is dropped, logged once per topic and reason, and counted in /diagnostics.  However it ends
+(Ctrl-C, SIGTERM, SIGHUP) the node finishes the window in flight and saves its map
+(map.save_on_shutdown).
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path as FilePath
 from typing import Any
 
 import numpy as np
 import rclpy
+import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
@@ -41,15 +48,22 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 from ..core.checkpoint import check_checkpoint_reference
-from ..core.errors import InvalidImageError, SceneFromViewsError
+from ..core.errors import SceneFromViewsError
 from ..core.result import PointCloud
-from ..io.messages import UnsupportedEncodingError, camera_info_intrinsics, compressed_to_rgb, image_to_rgb, masked_depth, stamp_to_ns
+from ..io.messages import (
+    UnsupportedEncodingError,
+    camera_info_intrinsics,
+    check_camera_info,
+    compressed_to_rgb,
+    image_to_rgb,
+    masked_depth,
+    stamp_to_ns,
+)
 from ..io.outputs import write_keyframes_json
 from ..mapping.chaining import WindowInMap
-from ..mapping.global_map import KeyframePose
 from ..mapping.keyframes import Frame
 from ..mapping.mapper import SlidingWindowMapper
-from ..mapping.settings import DEFAULT_NODE_NAME, MappingSettings, settings_from_parameters
+from ..mapping.settings import DEFAULT_NODE_NAME, MappingSettings, SettingsError, settings_from_parameters
 from ..mapping.windows import Window
 from .conversions import (
     diagnostic_array,
@@ -81,6 +95,7 @@ class WindowMessages:
     confidences: list[Image]
     camera_infos: list[CameraInfo]
     transforms: TFMessage
+    new_keyframes: Path
     path: Path
 
 
@@ -93,24 +108,33 @@ def window_cloud_masks(window: WindowInMap, min_confidence: float, stride: int) 
 
 
 class PathCache:
-    """The trajectory as nav_msgs/Path, converting each keyframe once: a keyframe's pose in
-    the map never changes after its window placed it, and a long run has thousands."""
+    """The newest `max_poses` keyframe poses as nav_msgs/Path, each keyframe converted once (its
+    pose never changes after its window placed it): the cost of a window's path does not grow
+    with the length of the run."""
 
-    def __init__(self) -> None:
-        self._poses: dict[int, PoseStamped] = {}
+    def __init__(self, max_poses: int) -> None:
+        self._poses: deque[PoseStamped] = deque(maxlen=max_poses)
         self._frame_id = ""
 
     def clear(self) -> None:
         self._poses.clear()
 
-    def path(self, trajectory: list[KeyframePose], frame_id: str, stamp_ns: int) -> Path:
-        if frame_id != self._frame_id:
+    def add(self, window: WindowInMap, frame_id: str) -> Path:
+        """Take the keyframes `window` added; returns them as a Path of their own."""
+        if frame_id != self._frame_id:  # the map frame was renamed: the old poses say another frame
             self._poses.clear()
             self._frame_id = frame_id
-        new = [keyframe for keyframe in trajectory if keyframe.keyframe_id not in self._poses]
-        converted = poses_to_path([kf.pose for kf in new], [kf.stamp_ns for kf in new], frame_id, stamp_ns)
-        self._poses.update((keyframe.keyframe_id, stamped) for keyframe, stamped in zip(new, converted.poses, strict=True))
-        return Path(header=converted.header, poses=[self._poses[keyframe.keyframe_id] for keyframe in trajectory])
+        views = window.new_views
+        new = poses_to_path([window.poses[v] for v in views], [window.keyframes[v].stamp_ns for v in views],
+                            frame_id, window_stamp_ns(window))
+        self._poses.extend(new.poses)
+        return new
+
+    def path(self, frame_id: str, stamp_ns: int, max_poses: int) -> Path:
+        """The newest keyframes (at most `max_poses`, which may change at runtime)."""
+        if max_poses != self._poses.maxlen:
+            self._poses = deque(self._poses, maxlen=max_poses)
+        return Path(header=poses_to_path([], [], frame_id, stamp_ns).header, poses=list(self._poses))
 
 
 def window_stamp_ns(window: WindowInMap) -> int:
@@ -118,9 +142,7 @@ def window_stamp_ns(window: WindowInMap) -> int:
     return max(keyframe.stamp_ns for keyframe in window.keyframes)
 
 
-def build_window_messages(
-    window: WindowInMap, trajectory: list[KeyframePose], settings: MappingSettings, path_cache: PathCache
-) -> WindowMessages:
+def build_window_messages(window: WindowInMap, settings: MappingSettings, path_cache: PathCache) -> WindowMessages:
     """Turn a placed window and the trajectory into messages (vectorised: the 1.6M points of
     8 views at 518x392 are written straight into the message buffer, see bench/bench_publish.py)."""
     stamp_ns = window_stamp_ns(window)
@@ -150,32 +172,28 @@ def build_window_messages(
         confidences=confidences,
         camera_infos=camera_infos,
         transforms=TFMessage(transforms=transforms),
-        path=path_cache.path(trajectory, names.map_frame, stamp_ns),
+        new_keyframes=path_cache.add(window, names.map_frame),
+        path=path_cache.path(names.map_frame, stamp_ns, settings.publish.path_max_poses),
     )
 
 
 class OutputPublishers:
     """The node's output topics and the publish step of a window (also used by the bench)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, path_max_poses: int) -> None:
         self.map_cloud = node.create_publisher(PointCloud2, "~/map_cloud", MAP_CLOUD_QOS)
         self.window_cloud = node.create_publisher(PointCloud2, "~/window_cloud", WINDOW_QOS)
         self.depth = node.create_publisher(Image, "~/depth", WINDOW_QOS)
         self.depth_info = node.create_publisher(CameraInfo, "~/depth/camera_info", WINDOW_QOS)
         self.confidence = node.create_publisher(Image, "~/confidence", WINDOW_QOS)
         self.path = node.create_publisher(Path, "~/path", MAP_CLOUD_QOS)
+        self.new_keyframes = node.create_publisher(Path, "~/keyframe_poses", WINDOW_QOS)
         self.tf = node.create_publisher(TFMessage, "/tf", TF_QOS)
-        self.path_cache = PathCache()
+        self.path_cache = PathCache(path_max_poses)
 
-    def publish_window(
-        self,
-        window: WindowInMap,
-        trajectory: list[KeyframePose],
-        map_snapshot: Callable[[], PointCloud],
-        settings: MappingSettings,
-    ) -> None:
+    def publish_window(self, window: WindowInMap, map_snapshot: Callable[[], PointCloud], settings: MappingSettings) -> None:
         """Build and publish everything one placed window changes, the map included."""
-        messages = build_window_messages(window, trajectory, settings, self.path_cache)
+        messages = build_window_messages(window, settings, self.path_cache)
         cloud = map_snapshot()
         self.publish(messages, make_pointcloud2(cloud.points, cloud.colors, window_stamp_ns(window), settings.frames.map_frame))
 
@@ -187,6 +205,7 @@ class OutputPublishers:
             self.confidence.publish(confidence)
             self.depth_info.publish(info)
         self.tf.publish(messages.transforms)
+        self.new_keyframes.publish(messages.new_keyframes)
         self.path.publish(messages.path)
         self.map_cloud.publish(map_cloud)
 
@@ -224,15 +243,16 @@ class SceneFromViewsNode(Node):
         self._publish_lock = threading.Lock()
         self._counts_lock = threading.Lock()
         self._received: Counter[str] = Counter()
-        self._rejected = 0
+        self._rejected: Counter[str] = Counter()  # by kind: image, camera_info
+        self._last_rejection = ""
         self._reported: set[tuple[str, str]] = set()
         self._camera_info: dict[str, CameraInfo] = {}
         self._publish_s = 0.0
-        self._last_diagnostics = (time.monotonic(), 0, 0, 0)
+        self._last_diagnostics = (time.monotonic(), 0, 0, 0, 0)
         self._model_status = "ready"
 
         settings = self._settings
-        self.outputs = OutputPublishers(self)
+        self.outputs = OutputPublishers(self, settings.publish.path_max_poses)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
 
         self.mapper = SlidingWindowMapper(
@@ -254,9 +274,11 @@ class SceneFromViewsNode(Node):
                 qos, callback_group=inputs,
             )
             if index < len(camera_info_topics) and camera_info_topics[index]:
+                info_topic = camera_info_topics[index]
                 self.create_subscription(
-                    CameraInfo, camera_info_topics[index],
-                    lambda msg, topic=topic: self._camera_info.__setitem__(topic, msg), qos, callback_group=inputs,
+                    CameraInfo, info_topic,
+                    lambda msg, topic=topic, info_topic=info_topic: self._on_camera_info(msg, topic, info_topic),
+                    qos, callback_group=inputs,
                 )
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(Trigger, "~/save_map", self._on_save_map)
@@ -292,29 +314,33 @@ class SceneFromViewsNode(Node):
             self._received[topic] += 1
         try:
             rgb = compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
-            if rgb.shape[0] < 2 or rgb.shape[1] < 2:
-                raise InvalidImageError(f"image of {rgb.shape[1]}x{rgb.shape[0]} pixels is too small to map")
-        except InvalidImageError as error:
-            self._reject(topic, msg, error)
-            return
-        stamp_ns = stamp_to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
-        try:
+            stamp_ns = stamp_to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
             self.mapper.add_frame(Frame(rgb, stamp_ns, topic, self._intrinsics(topic, rgb.shape[1], rgb.shape[0])))
-        except Exception as error:  # noqa: BLE001 - one odd frame must not stop the node (and its map)
-            self._reject(topic, msg, error)
+        except Exception as error:  # noqa: BLE001 - no message may stop the node (or lose its map)
+            self._reject(topic, "image", error)
 
-    def _reject(self, topic: str, msg: Image | CompressedImage, error: Exception) -> None:
-        """Count a dropped image; report an encoding once per topic (they repeat every frame)."""
+    def _on_camera_info(self, msg: CameraInfo, image_topic: str, topic: str) -> None:
+        try:
+            check_camera_info(msg)
+        except Exception as error:  # noqa: BLE001 - no message may stop the node
+            self._reject(topic, "camera_info", error)
+            return
+        self._camera_info[image_topic] = msg
+
+    def _reject(self, topic: str, kind: str, error: Exception) -> None:
+        """Count a message the node cannot use; log each reason once per topic (a bad camera
+        repeats it every frame), e.g. an unsupported encoding, a truncated image."""
+        reason = type(error).__name__ + (f" {error}" if isinstance(error, UnsupportedEncodingError) else "")
         with self._counts_lock:
-            self._rejected += 1
-            key = (topic, getattr(msg, "encoding", None) or getattr(msg, "format", ""))
-            first = key not in self._reported
-            self._reported.add(key)
-        if isinstance(error, UnsupportedEncodingError):
-            if first:
-                self.get_logger().error(f"{topic}: {error}; dropping these frames (reported once)")
-        else:
-            self.get_logger().warning(f"{topic}: {type(error).__name__}: {error}; frame dropped", throttle_duration_sec=5.0)
+            self._rejected[kind] += 1
+            self._last_rejection = f"{topic}: {type(error).__name__}: {error}"
+            first = (topic, reason) not in self._reported
+            self._reported.add((topic, reason))
+        if first:
+            self.get_logger().error(
+                f"{topic}: {type(error).__name__}: {error}; {kind} messages like this are dropped and counted "
+                "in /diagnostics (logged once per topic and reason)"
+            )
 
     def _intrinsics(self, topic: str, width: int, height: int) -> np.ndarray | None:
         """The camera's K in this image's pixels (scaled if CameraInfo is of another size)."""
@@ -328,7 +354,7 @@ class SceneFromViewsNode(Node):
             if self.mapper.latest_window is not window:  # a reset came in between
                 return
             started = time.perf_counter()
-            self.outputs.publish_window(window, self.mapper.trajectory(), self.mapper.map_cloud, self._settings)
+            self.outputs.publish_window(window, self.mapper.map_cloud, self._settings)
             self._publish_s = time.perf_counter() - started
 
     def _on_window_error(self, window: Window, error: Exception) -> None:
@@ -347,42 +373,67 @@ class SceneFromViewsNode(Node):
         return response
 
     def _on_save_map(self, _: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        settings = self._settings
         try:
-            ply_path, tum_path = self.mapper.save(settings.output_dir)
-            json_path = write_keyframes_json(
-                settings.output_dir, self.mapper.trajectory(), settings.frames, settings.mapper.chain.metric, depth_files=False,
-            )
+            response.message = self.save_map()
+            response.success = True
         except OSError as error:
-            response.success, response.message = False, f"cannot write the map to {settings.output_dir!r}: {error}"
+            response.success, response.message = False, f"cannot write the map to {self._settings.output_dir!r}: {error}"
             self.get_logger().error(response.message)
-            return response
-        stats = self.mapper.stats
-        response.success = True
-        response.message = f"wrote {ply_path} ({stats.map_points} points), {tum_path} and {json_path}"
-        self.get_logger().info(response.message)
         return response
+
+    def save_map(self) -> str:
+        """Write map.ply, map_trajectory.tum and keyframes.json into map.output_dir (each under a
+        temporary name, then renamed: a failed write leaves the previous files); returns what
+        was written, in words.  Raises OSError."""
+        settings = self._settings
+        ply_path, tum_path = self.mapper.save(settings.output_dir)
+        json_path = write_keyframes_json(
+            settings.output_dir, self.mapper.trajectory(), settings.frames, settings.mapper.chain.metric, files=(),
+        )
+        message = f"wrote {ply_path} ({self.mapper.stats.map_points} points), {tum_path} and {json_path}"
+        self.get_logger().info(message)
+        return message
+
+    def shutdown(self) -> None:
+        """End of the run: stop taking windows (the one in flight is finished), save the map when
+        map.save_on_shutdown is set and anything was mapped, stop the model builder."""
+        self.close()
+        if self._settings.output.save_on_shutdown and self.mapper.stats.windows_done:
+            try:
+                self.save_map()
+            except OSError as error:
+                self.get_logger().error(f"cannot save the map on shutdown to {self._settings.output_dir!r}: {error}")
 
     # ---- diagnostics -------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
         stats = self.mapper.stats
         with self._counts_lock:
-            received, rejected = sum(self._received.values()), self._rejected
-        since, last_received, last_rejected, last_failed = self._last_diagnostics
-        self._last_diagnostics = (now, received, rejected, stats.windows_failed)
+            received, rejected = sum(self._received.values()), self._rejected["image"]
+            info_rejected, last_rejection = self._rejected["camera_info"], self._last_rejection
+        since, last_received, last_rejected, last_failed, last_jumps = self._last_diagnostics
+        self._last_diagnostics = (now, received, rejected + info_rejected, stats.windows_failed, stats.time_jumps)
         memory_key, memory_mb = device_memory_mb(self._backend.model.device)
         problems = []
         if received == last_received:
             problems.append("no images received")
-        if rejected > last_rejected:
-            problems.append(f"{rejected - last_rejected} images rejected")
+        if rejected + info_rejected > last_rejected:
+            problems.append(f"{rejected + info_rejected - last_rejected} messages rejected ({last_rejection})")
         if stats.windows_failed > last_failed:
             problems.append(f"window failed: {stats.last_error}")
+        if stats.time_jumps > last_jumps:
+            problems.append(f"time jumped back ({stats.last_time_jump}): a new segment started")
+        if self.model_status.startswith("rebuild failed"):
+            problems.append(self.model_status)
         values = {
             "input_rate_hz": (received - last_received) / max(now - since, 1e-9),
             "frames_received": received,
             "frames_rejected": rejected,
+            "camera_info_rejected": info_rejected,
+            "last_rejection": last_rejection,
+            "frames_out_of_order": stats.frames_out_of_order,
+            "time_jumps": stats.time_jumps,
+            "last_time_jump": stats.last_time_jump,
             "keyframes": stats.keyframes,
             "keyframes_dropped": stats.keyframes_dropped,
             "pending_keyframes": stats.pending,
@@ -475,26 +526,59 @@ def _parameter_value(settings: MappingSettings, name: str) -> Any:
     return settings.model_options.parameters().get(name)
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _check_parameter_files(argv: list[str]) -> None:
+    """Refuse a --params-file that is missing or not YAML with our one-line error, before rcl
+    parses it (rcl's own error is a paragraph of parser locations)."""
+    for index, argument in enumerate(argv[:-1]):
+        if argument == "--params-file":
+            path = FilePath(argv[index + 1])
+            try:
+                yaml.safe_load(path.read_text())
+            except OSError as error:
+                raise SettingsError(f"cannot read parameter file {path}: {error.strerror or error}") from error
+            except yaml.YAMLError as error:
+                raise SettingsError(f"parameter file {path} is not valid YAML: {error}") from error
+
+
 def main(args: list[str] | None = None) -> int:
-    """Entry point of `scene_from_views_node`; returns the process exit status (1: could not start)."""
+    """Entry point of `scene_from_views_node`; returns the process exit status (1: could not start).
+
+    SIGINT, SIGTERM and SIGHUP end the node alike: the window in flight is finished and the
+    map saved (map.save_on_shutdown) before it exits, without a traceback.
+    """
+    logger = rclpy.logging.get_logger(DEFAULT_NODE_NAME)
+    argv = list(sys.argv if args is None else args)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGHUP, _interrupt) if on_main_thread else None
+    node = None
     try:
-        rclpy.init(args=args)
         try:
+            _check_parameter_files(argv)
+            rclpy.init(args=argv)
             node = SceneFromViewsNode()
-        except (SceneFromViewsError, ParameterException, ValueError, TypeError, OSError) as error:
-            rclpy.logging.get_logger(DEFAULT_NODE_NAME).fatal(f"cannot start: {error}")
+        except (SceneFromViewsError, ParameterException, ValueError, TypeError, OSError, RuntimeError) as error:
+            logger.fatal(f"cannot start: {str(error).split(', at /')[0]}")
             return 1
-        try:
-            executor = MultiThreadedExecutor(num_threads=3)
-            executor.add_node(node)
-            executor.spin()
-        finally:  # inside the outer try: a second Ctrl-C while closing ends quietly too
-            node.close()
-            node.destroy_node()
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        if node is None:
+            logger.info("interrupted while starting")
     finally:
+        try:
+            if node is not None:
+                node.shutdown()
+                node.destroy_node()
+        except KeyboardInterrupt:  # a second signal while saving: the files are written atomically
+            logger.warning("interrupted while saving the map; files already there are complete")
         rclpy.try_shutdown()
+        if previous is not None:
+            signal.signal(signal.SIGHUP, previous)
     return 0
 
 
