@@ -78,8 +78,12 @@ def test_unsupported_and_truncated_images_raise_clear_errors() -> None:
     truncated.data = bytes(truncated.data)[:-5]
     with pytest.raises(InvalidImageError, match="truncated"):
         image_to_rgb(truncated)
-    with pytest.raises(InvalidImageError, match="cannot decode"):
+    with pytest.raises(InvalidImageError, match="truncated JPEG"):
         compressed_to_rgb(CompressedImage(format="jpeg", data=b"\xff\xd8 not a jpeg"))
+    with pytest.raises(InvalidImageError, match="cannot decode"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=b"\xff\xd8 not a jpeg \xff\xd9"))
+    with pytest.raises(InvalidImageError, match=r"cannot decode CompressedImage of format 'jpeg' \(0 bytes\)"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=b""))  # it killed the node (cv2.error)
 
 
 def test_compressed_png_round_trips_exactly_and_jpeg_closely() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +27,10 @@ import numpy as np
 import pytest
 import rclpy
 import yaml
-from diagnostic_msgs.msg import DiagnosticArray
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from nav_msgs.msg import Path as PathMsg
 from rcl_interfaces.msg import Log
 from rcl_interfaces.srv import GetParameters, SetParameters
@@ -35,11 +39,12 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 from scene_from_views_ros.geometry.ply import read_ply
-from scene_from_views_ros.io.messages import pointcloud2_to_arrays, stamp_to_ns
+from scene_from_views_ros.io.messages import SUPPORTED_ENCODINGS, pointcloud2_to_arrays, stamp_to_ns
 from scene_from_views_ros.mapping.exports import read_tum
 from scene_from_views_ros.mapping.synthetic import make_sequence
 from scene_from_views_ros.models.vggt import preprocess_vggt_images
@@ -98,6 +103,7 @@ class Probe:
             (f"{NODE}/window_cloud", PointCloud2, WINDOW_QOS), (f"{NODE}/map_cloud", PointCloud2, MAP_CLOUD_QOS),
             (f"{NODE}/depth", Image, WINDOW_QOS), (f"{NODE}/depth/camera_info", CameraInfo, WINDOW_QOS),
             (f"{NODE}/confidence", Image, WINDOW_QOS), (f"{NODE}/path", PathMsg, MAP_CLOUD_QOS),
+            (f"{NODE}/keyframe_poses", PathMsg, WINDOW_QOS),
             ("/tf", TFMessage, TF_QOS), ("/diagnostics", DiagnosticArray, 10), ("/rosout", Log, latched),
         ]:
             self.node.create_subscription(kind, topic, lambda msg, topic=topic: self._record(topic, msg), qos)
@@ -472,11 +478,21 @@ def test_options_change_what_the_node_publishes(ros) -> None:
     values = np.frombuffer(bytes(depth.data), "<f4")
     assert 0.5 < np.isnan(values).mean() < 1.0  # the dropped pixels are NaN in the depth images too
     assert probe.set_parameter("publish.depth", False) == (True, "")
-    depths = probe.count(f"{NODE}/depth")
-    produce_windows(probe, 1)
-    assert probe.count(f"{NODE}/depth") == depths
+    # A window in flight may still send its depth; any window with a frame published after the
+    # change (stamped after `changed`) started after it and sends none.
+    changed = probe.next_stamp
+    produce_windows(probe, 2)
+    assert max(stamp_to_ns(depth.header.stamp) for depth in probe.messages(f"{NODE}/depth")) <= changed
     assert probe.set_parameter("publish.depth", True) == (True, "")
     assert probe.set_parameter("model.conf_thres", 50.0) == (True, "")
+    # publish.path_max_poses caps ~/path to the newest keyframes; ~/keyframe_poses has each
+    # window's new ones, the last of which end the path.
+    assert probe.set_parameter("publish.path_max_poses", 3) == (True, "")
+    produce_windows(probe, 2)
+    path, new = probe.messages(f"{NODE}/path")[-1], probe.messages(f"{NODE}/keyframe_poses")[-1]
+    assert len(path.poses) == 3 and len(new.poses) == WINDOW - OVERLAP
+    assert [stamp_to_ns(p.header.stamp) for p in path.poses][-len(new.poses):] == [stamp_to_ns(p.header.stamp) for p in new.poses]
+    assert probe.set_parameter("publish.path_max_poses", 1000) == (True, "")
     # image_qos: reliable and image_qos_depth: 100 from the test's YAML (defaults: best effort,
     # 5).  The graph shows the reliability; the history depth is the subscription's own (it
     # only shows when the callbacks fall behind a burst).
@@ -509,6 +525,89 @@ def test_reset_clears_the_map(ros) -> None:
 
 
 # ---------------------------------------------------------------- startup failures
+# ---------------------------------------------------------------- malformed input, time jumps
+def header_at(stamp_ns: int, frame_id: str = "camera") -> Header:
+    return Header(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame_id)
+
+
+ENCODINGS = [*SUPPORTED_ENCODINGS, "bayer_rggb8", "32FC1", "yuv422", ""]
+UINT32 = st.integers(0, 2**32 - 1)
+SIZES = st.one_of(st.integers(0, 48), UINT32)
+STAMPS = st.integers(0, 2**62)
+FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=64)
+SMALL_IMAGE = np.zeros((6, 8, 3), np.uint8)
+
+
+@st.composite
+def bad_images(draw: st.DrawFn) -> tuple[str, Image]:
+    height, width = draw(SIZES), draw(SIZES)
+    encoding = draw(st.one_of(st.sampled_from(ENCODINGS), st.text(max_size=12)))
+    data = draw(st.binary(max_size=4096))
+    msg = Image(header=header_at(draw(STAMPS)), height=height, width=width, encoding=encoding,
+                is_bigendian=draw(st.integers(0, 255)), step=draw(st.one_of(SIZES, st.just(width * 3))), data=data)
+    return "image", msg
+
+
+@st.composite
+def bad_compressed(draw: st.DrawFn) -> tuple[str, CompressedImage]:
+    valid = cv2.imencode(".jpg", SMALL_IMAGE)[1].tobytes()
+    data = draw(st.one_of(
+        st.binary(max_size=2048), st.just(b""),
+        st.integers(0, len(valid) - 1).map(lambda cut: valid[:cut]),  # truncated JPEG
+        st.binary(min_size=1, max_size=64).map(lambda junk: valid[:20] + junk + valid[-2:]),  # corrupt inside
+    ))
+    return "compressed", CompressedImage(header=header_at(draw(STAMPS)), format=draw(st.text(max_size=8)), data=data)
+
+
+@st.composite
+def bad_camera_infos(draw: st.DrawFn) -> tuple[str, CameraInfo]:
+    k = draw(st.lists(FLOATS, min_size=9, max_size=9))
+    return "camera_info", CameraInfo(header=header_at(draw(STAMPS)), height=draw(SIZES), width=draw(SIZES),
+                                     distortion_model=draw(st.text(max_size=12)), d=draw(st.lists(FLOATS, max_size=8)), k=k)
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(message=st.one_of(bad_images(), bad_compressed(), bad_camera_infos()))
+def test_no_message_kills_the_node(ros, message: tuple[str, object]) -> None:
+    """Property: a malformed Image, CompressedImage or CameraInfo of any shape is dropped (or,
+    if it happens to decode, mapped); the node survives.  300 derandomised examples."""
+    _, probe, _ = ros
+    kind, msg = message
+    {"image": probe.camera, "compressed": probe.kitchen, "camera_info": probe.camera_info}[kind].publish(msg)
+    time.sleep(0.002)
+
+
+def test_after_the_fuzz_the_node_is_alive_and_mapping(ros) -> None:
+    """Runs after the property test: every kind of bad message was counted, each reason was
+    logged once per topic, and good frames still make windows."""
+    node, probe, _ = ros
+    wait_for(lambda: int(probe.diagnostics().get("camera_info_rejected", 0)) > 0, 10, "no CameraInfo rejected")
+    diagnostics = probe.fresh_diagnostics()
+    assert int(diagnostics["frames_rejected"]) > 100 and int(diagnostics["camera_info_rejected"]) > 10
+    lines = [log.msg for log in probe.messages("/rosout") if log.name == "scene_from_views" and "logged once per topic" in log.msg]
+    keys = [(line.split(": ")[0], line.split(": ")[1]) for line in lines if "UnsupportedEncodingError" not in line]
+    assert len(keys) == len(set(keys)), "a reason was logged twice for one topic"
+    assert {key[0] for key in keys} >= {CAMERA, KITCHEN, CAMERA_INFO}
+    probe.next_stamp = max(probe.next_stamp, stamp_to_ns(node.get_clock().now().to_msg()))
+    produce_windows(probe, 2)
+
+
+def test_frames_from_an_hour_earlier_start_a_new_segment(ros) -> None:
+    """A camera clock reset: frames an hour older than the last keyframe keep being mapped (they
+    made 0 keyframes while diagnostics said OK); the jump is counted and shown."""
+    _, probe, _ = ros
+    produce_windows(probe, 1)
+    before = probe.fresh_diagnostics()
+    keyframes = int(before["keyframes"])
+    probe.next_stamp -= 3600 * 10**9
+    produce_windows(probe, 2)
+    after = probe.fresh_diagnostics()
+    assert int(after["time_jumps"]) == int(before["time_jumps"]) + 1 and int(after["keyframes"]) > keyframes + 2
+    warnings = [a.status[0] for a in probe.messages("/diagnostics") if a.status and "time jumped back" in a.status[0].message]
+    assert warnings and warnings[0].level == DiagnosticStatus.WARN
+
+
 def run_node(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "scene_from_views_ros.ros.node", "--ros-args", *args],
@@ -519,8 +618,16 @@ def run_node(args: list[str]) -> subprocess.CompletedProcess:
 def test_startup_errors_stop_the_node_with_one_clear_message(tmp_path: Path) -> None:
     corrupt = tmp_path / "weights.safetensors"
     corrupt.write_bytes(b"not a checkpoint" * 10)
+    malformed = tmp_path / "malformed.yaml"
+    malformed.write_text("scene_from_views:\n  ros__parameters:\n    window: [1,\n")
     tiny = ["-p", f"model.config:={TINY / 'config.json'}", "-p", "image_topics:=[/sfv_test/unused]"]
+    weights = ["-p", f"model.checkpoint:={TINY / 'weights.safetensors'}"]
     cases = {
+        "invalid topic": (["-p", "image_topics:=['/camera/image raw']", *weights, "-p", f"model.config:={TINY / 'config.json'}"],
+                          ["'/camera/image raw' is not a valid topic name"]),
+        "missing params file": (["--params-file", str(tmp_path / "missing.yaml"), *weights, *tiny],
+                                ["cannot read parameter file", "missing.yaml"]),
+        "malformed params file": (["--params-file", str(malformed), *weights, *tiny], ["is not valid YAML"]),
         "wrong kwarg": (["-p", "model.not_a_kwarg:=1", "-p", f"model.checkpoint:={TINY / 'weights.safetensors'}", *tiny],
                         ["model.not_a_kwarg", "valid (VggtOptions): ", "model.target_size"]),
         "corrupt checkpoint": (["-p", f"model.checkpoint:={corrupt}", *tiny], [str(corrupt)]),
@@ -539,6 +646,58 @@ def test_startup_errors_stop_the_node_with_one_clear_message(tmp_path: Path) -> 
         assert result.returncode == 1, f"{name}: exit status {result.returncode}\n{output}"
         assert "Traceback" not in output, f"{name}: traceback printed\n{output}"
         errors = [line for line in output.splitlines() if "cannot start" in line]
-        assert len(errors) == 1, f"{name}: expected one error line\n{output}"
+        assert len(errors) == 1 and len(output.strip().splitlines()) == 1, f"{name}: expected one error line\n{output}"
         for text in expected:
             assert text in errors[0], f"{name}: {text!r} not in {errors[0]!r}"
+
+
+@pytest.mark.parametrize(("signum", "save"), [(signal.SIGINT, True), (signal.SIGTERM, True), (signal.SIGHUP, True),
+                                             (signal.SIGTERM, False)])
+def test_every_way_the_node_ends_saves_its_map(tmp_path: Path, signum: int, save: bool) -> None:
+    """The node run as a process: after mapping, SIGINT, SIGTERM or SIGHUP end it with status 0,
+    no traceback, and the map saved into map.output_dir (map.save_on_shutdown, default on; off,
+    nothing is written)."""
+    namespace = f"/sfv_{signal.Signals(signum).name.lower()}_{int(save)}"
+    camera = f"{namespace}/camera/image_raw"
+    out = tmp_path / "saved"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scene_from_views_ros.ros.node", "--ros-args", "-r", f"__ns:={namespace}",
+         "-p", f"model.checkpoint:={TINY / 'weights.safetensors'}", "-p", f"model.config:={TINY / 'config.json'}",
+         "-p", f"model.target_size:={TARGET_SIZE}", "-p", f"image_topics:=[{camera}]", "-p", "image_qos:=reliable",
+         "-p", "keyframe.min_change:=0.0", "-p", "window.size:=3", "-p", "window.overlap:=1",
+         "-p", "chain.min_inlier_ratio:=0.0", "-p", f"map.output_dir:={out}", "-p", f"map.save_on_shutdown:={str(save).lower()}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
+        env={**os.environ, "RCUTILS_COLORIZED_OUTPUT": "0"},
+    )
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("sfv_signal_probe", context=context)
+        publisher = node.create_publisher(Image, camera, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+        clouds = []
+        node.create_subscription(PointCloud2, f"{namespace}/scene_from_views/map_cloud", clouds.append, MAP_CLOUD_QOS)
+        executor = MultiThreadedExecutor(context=context)
+        executor.add_node(node)
+        sequence, stamp, deadline = make_sequence(30, 160, 120), 1_700_000_000 * 10**9, time.monotonic() + 60
+        index = 0
+        while not clouds:
+            assert time.monotonic() < deadline and process.poll() is None, "the node mapped nothing"
+            if publisher.get_subscription_count():
+                stamp += 10**8
+                publisher.publish(rgb_to_image_msg(sequence.frame(index % 30).image, stamp, "camera"))
+                index += 1
+            executor.spin_once(timeout_sec=0.1)
+        process.send_signal(signum)
+        output, _ = process.communicate(timeout=60)
+        node.destroy_node()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        rclpy.shutdown(context=context)
+    assert process.returncode == 0 and "Traceback" not in output, output
+    if not save:
+        assert not out.exists() and "wrote" not in output
+        return
+    assert "wrote" in output, output
+    assert read_ply(out / "map.ply")[0].shape[0] > 0 and len(read_tum(out / "map_trajectory.tum")[0]) >= 3
+    assert json.loads((out / "keyframes.json").read_text())["keyframes"]

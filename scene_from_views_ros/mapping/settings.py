@@ -354,6 +354,20 @@ def flatten_parameters(tree: Mapping[str, Any], prefix: str = "") -> dict[str, A
     return flat
 
 
+def read_yaml_file(path: str | Path) -> Any:
+    """A YAML file's content, or SettingsError with one line saying why it cannot be read."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise SettingsError(f"cannot read parameter file {path}: {error.strerror or error}") from error
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SettingsError(f"parameter file {path} is not valid YAML: {problem}{where}") from error
+
+
 def load_parameter_file(path: str | Path, node_name: str = DEFAULT_NODE_NAME) -> dict[str, Any]:
     """Flat parameters of `node_name` from a ROS 2 parameter YAML file.
 
@@ -362,12 +376,7 @@ def load_parameter_file(path: str | Path, node_name: str = DEFAULT_NODE_NAME) ->
     are both accepted.
     """
     path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise SettingsError(f"cannot read parameter file {path}: {error.strerror or error}") from error
-    except yaml.YAMLError as error:
-        raise SettingsError(f"parameter file {path} is not valid YAML: {error}") from error
+    document = read_yaml_file(path)
     expected = f"expected '{node_name}: ros__parameters: {{...}}' (the ROS 2 parameter file format)"
     if not isinstance(document, dict):
         raise SettingsError(f"parameter file {path} holds no parameters; {expected}")

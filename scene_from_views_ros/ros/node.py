@@ -28,12 +28,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path as FilePath
 from typing import Any
 
 import numpy as np
 import rclpy
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
@@ -63,7 +61,7 @@ from ..io.outputs import write_keyframes_json
 from ..mapping.chaining import WindowInMap
 from ..mapping.keyframes import Frame
 from ..mapping.mapper import SlidingWindowMapper
-from ..mapping.settings import DEFAULT_NODE_NAME, MappingSettings, SettingsError, settings_from_parameters
+from ..mapping.settings import DEFAULT_NODE_NAME, MappingSettings, read_yaml_file, settings_from_parameters
 from ..mapping.windows import Window
 from .conversions import (
     diagnostic_array,
@@ -535,13 +533,7 @@ def _check_parameter_files(argv: list[str]) -> None:
     parses it (rcl's own error is a paragraph of parser locations)."""
     for index, argument in enumerate(argv[:-1]):
         if argument == "--params-file":
-            path = FilePath(argv[index + 1])
-            try:
-                yaml.safe_load(path.read_text())
-            except OSError as error:
-                raise SettingsError(f"cannot read parameter file {path}: {error.strerror or error}") from error
-            except yaml.YAMLError as error:
-                raise SettingsError(f"parameter file {path} is not valid YAML: {error}") from error
+            read_yaml_file(argv[index + 1])
 
 
 def main(args: list[str] | None = None) -> int:
