@@ -701,3 +701,16 @@ def test_every_way_the_node_ends_saves_its_map(tmp_path: Path, signum: int, save
     assert "wrote" in output, output
     assert read_ply(out / "map.ply")[0].shape[0] > 0 and len(read_tum(out / "map_trajectory.tum")[0]) >= 3
     assert json.loads((out / "keyframes.json").read_text())["keyframes"]
+
+
+def test_ctrl_c_while_the_node_starts_ends_it_quietly(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """A Ctrl-C while the model loads (which can take a while) ends the node without a traceback."""
+    from scene_from_views_ros.ros import node as node_module
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(node_module, "SceneFromViewsNode", interrupted)
+    assert node_module.main(["scene_from_views_node"]) == 0
+    output = "".join(capfd.readouterr())
+    assert "Traceback" not in output and "interrupted while starting" in output

@@ -46,13 +46,14 @@ class MapConfig(Options):
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class KeyframePose:
     """A keyframe placed in the map frame.
 
     pose: 4x4 camera-to-map, OpenCV optical axes.  intrinsics / image_size (width, height):
     of the model's processed image, which the depth output uses.  camera_intrinsics: the
-    source camera's own intrinsics, if the frame carried them.
+    source camera's own intrinsics, if the frame carried them.  A long run keeps one per
+    keyframe: slots keep each small (bench/bench_soak.py).
     """
 
     keyframe_id: int
