@@ -49,9 +49,9 @@ def main() -> int:
 
     import rclpy
 
+    from scene_from_views_ros.mapping.mapper import SlidingWindowMapper
     from scene_from_views_ros.mapping.settings import settings_from_parameters
     from scene_from_views_ros.mapping.synthetic import SyntheticWindowBackend, make_sequence
-    from scene_from_views_ros.mapping.mapper import SlidingWindowMapper
     from scene_from_views_ros.ros.node import OutputPublishers
 
     width, height = (int(v) for v in args.size.split("x"))
