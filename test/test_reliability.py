@@ -351,13 +351,20 @@ def test_keyframe_files_can_be_turned_off(tmp_path: Path, capsys: pytest.Capture
 
 
 # ---------------------------------------------------------------------------- every way a run ends
+def default_signal_handling() -> None:
+    """In the child: the signals as a terminal gives them, whatever pytest inherited (a shell
+    ignores SIGINT for background jobs, nohup SIGHUP: both would be respected)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signals_end_an_offline_run_with_its_map_written(tmp_path: Path, signum: int) -> None:
     out = tmp_path / "out"
     process = subprocess.Popen(
         [sys.executable, "-m", "scene_from_views_ros.cli.map", "--sample", "--sample-frames", "400", "--sample-size", "96x72",
          "--out", str(out), "-p", "keyframe.min_change=0", "-p", "window.size=4", *TINY_MODEL],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, preexec_fn=default_signal_handling,
     )
     deadline = time.monotonic() + 60
     while not list((out / "keyframes").glob("*_depth.npy")) if (out / "keyframes").exists() else True:

@@ -41,6 +41,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
+from test_reliability import default_signal_handling
 from tf2_msgs.msg import TFMessage
 
 from scene_from_views_ros.geometry.ply import read_ply
@@ -667,7 +668,7 @@ def test_every_way_the_node_ends_saves_its_map(tmp_path: Path, signum: int, save
          "-p", "keyframe.min_change:=0.0", "-p", "window.size:=3", "-p", "window.overlap:=1",
          "-p", "chain.min_inlier_ratio:=0.0", "-p", f"map.output_dir:={out}", "-p", f"map.save_on_shutdown:={str(save).lower()}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
-        env={**os.environ, "RCUTILS_COLORIZED_OUTPUT": "0"},
+        env={**os.environ, "RCUTILS_COLORIZED_OUTPUT": "0"}, preexec_fn=default_signal_handling,
     )
     context = Context()
     rclpy.init(context=context)

@@ -19,12 +19,9 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import signal
 import sys
 import tempfile
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +30,7 @@ import yaml
 
 from ..core.errors import CheckpointNotFoundError, InvalidImageError, SceneFromViewsError
 from ..core.files import remove_path, write_text
+from ..core.signals import signals_interrupt
 from ..io.outputs import KEYFRAME_FILES, RUN_OUTPUTS, MapOutputs, RunSummary
 from ..io.sources import FrameSource, InputError, Selection, SyntheticSource, open_source
 from ..mapping.keyframes import Frame, KeyframeConfig
@@ -381,29 +379,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-@contextmanager
-def _terminating_signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the run as Ctrl-C does: what was mapped is written."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        with _terminating_signals_interrupt():
+        with signals_interrupt():  # SIGTERM and SIGHUP end the run as Ctrl-C does
             return run(args)
     except SceneFromViewsError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

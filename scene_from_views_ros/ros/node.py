@@ -21,7 +21,6 @@ is dropped, logged once per topic and reason, and counted in /diagnostics.  Howe
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
@@ -41,6 +40,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
@@ -48,6 +48,7 @@ from tf2_msgs.msg import TFMessage
 from ..core.checkpoint import check_checkpoint_reference
 from ..core.errors import SceneFromViewsError
 from ..core.result import PointCloud
+from ..core.signals import signals_interrupt
 from ..io.messages import (
     UnsupportedEncodingError,
     camera_info_intrinsics,
@@ -82,6 +83,7 @@ from .params import (
 )
 from .qos import DIAGNOSTICS_QOS, MAP_CLOUD_QOS, TF_QOS, WINDOW_QOS, image_qos
 
+_SIGNAL_POLL_S = 0.2  # longest wait of the executor, so that a signal is handled promptly
 
 # ---------------------------------------------------------------- window -> messages
 @dataclass
@@ -524,10 +526,6 @@ def _parameter_value(settings: MappingSettings, name: str) -> Any:
     return settings.model_options.parameters().get(name)
 
 
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def _check_parameter_files(argv: list[str]) -> None:
     """Refuse a --params-file that is missing or not YAML with our one-line error, before rcl
     parses it (rcl's own error is a paragraph of parser locations)."""
@@ -539,38 +537,38 @@ def _check_parameter_files(argv: list[str]) -> None:
 def main(args: list[str] | None = None) -> int:
     """Entry point of `scene_from_views_node`; returns the process exit status (1: could not start).
 
-    SIGINT, SIGTERM and SIGHUP end the node alike: the window in flight is finished and the
-    map saved (map.save_on_shutdown) before it exits, without a traceback.
+    SIGINT, SIGTERM and SIGHUP end the node alike (our handlers, not rclpy's, so that the
+    context is still valid while the map is saved): the window in flight is finished and the
+    map saved (map.save_on_shutdown) before it exits, without a traceback.  The executor
+    wakes at least every `_SIGNAL_POLL_S` to let a signal through.
     """
     logger = rclpy.logging.get_logger(DEFAULT_NODE_NAME)
     argv = list(sys.argv if args is None else args)
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGHUP, _interrupt) if on_main_thread else None
     node = None
-    try:
+    with signals_interrupt():
         try:
-            _check_parameter_files(argv)
-            rclpy.init(args=argv)
-            node = SceneFromViewsNode()
-        except (SceneFromViewsError, ParameterException, ValueError, TypeError, OSError, RuntimeError) as error:
-            logger.fatal(f"cannot start: {str(error).split(', at /')[0]}")
-            return 1
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        if node is None:
-            logger.info("interrupted while starting")
-    finally:
-        try:
-            if node is not None:
-                node.shutdown()
-                node.destroy_node()
-        except KeyboardInterrupt:  # a second signal while saving: the files are written atomically
-            logger.warning("interrupted while saving the map; files already there are complete")
-        rclpy.try_shutdown()
-        if previous is not None:
-            signal.signal(signal.SIGHUP, previous)
+            try:
+                _check_parameter_files(argv)
+                rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+                node = SceneFromViewsNode()
+            except (SceneFromViewsError, ParameterException, ValueError, TypeError, OSError, RuntimeError) as error:
+                logger.fatal(f"cannot start: {str(error).split(', at /')[0]}")
+                return 1
+            executor = MultiThreadedExecutor(num_threads=3)
+            executor.add_node(node)
+            while True:
+                executor.spin_once(timeout_sec=_SIGNAL_POLL_S)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            if node is None:
+                logger.info("interrupted while starting")
+        finally:
+            try:
+                if node is not None:
+                    node.shutdown()
+                    node.destroy_node()
+            except KeyboardInterrupt:  # a second signal while saving: the files are written atomically
+                logger.warning("interrupted while saving the map; files already there are complete")
+            rclpy.try_shutdown()
     return 0
 
 
