@@ -597,7 +597,7 @@ def test_after_the_fuzz_the_node_is_alive_and_mapping(ros) -> None:
 def test_frames_from_an_hour_earlier_start_a_new_segment(ros) -> None:
     """A camera clock reset: frames an hour older than the last keyframe keep being mapped (they
     made 0 keyframes while diagnostics said OK); the jump is counted and shown."""
-    _, probe, _ = ros
+    node, probe, _ = ros
     produce_windows(probe, 1)
     before = probe.fresh_diagnostics()
     keyframes = int(before["keyframes"])
@@ -607,6 +607,14 @@ def test_frames_from_an_hour_earlier_start_a_new_segment(ros) -> None:
     assert int(after["time_jumps"]) == int(before["time_jumps"]) + 1 and int(after["keyframes"]) > keyframes + 2
     warnings = [a.status[0] for a in probe.messages("/diagnostics") if a.status and "time jumped back" in a.status[0].message]
     assert warnings and warnings[0].level == DiagnosticStatus.WARN
+    # With map.reset_on_time_jump the next jump starts a new map: an empty map is published first.
+    assert probe.set_parameter("map.reset_on_time_jump", True) == (True, "")
+    clouds = probe.count(f"{NODE}/map_cloud")
+    probe.next_stamp -= 3600 * 10**9
+    produce_windows(probe, 1)
+    assert min(cloud.width for cloud in probe.messages(f"{NODE}/map_cloud")[clouds:]) == 0
+    assert len(node.mapper.trajectory()) <= 2 * WINDOW
+    assert probe.set_parameter("map.reset_on_time_jump", False) == (True, "")
 
 
 def run_node(args: list[str]) -> subprocess.CompletedProcess:

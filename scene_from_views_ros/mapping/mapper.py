@@ -130,6 +130,7 @@ class SlidingWindowMapper:
         self._check_image: Callable[[np.ndarray], None] | None = getattr(backend, "check_image", None)
         self.on_window = on_window
         self.on_error = on_error
+        self.on_new_map: Callable[[], None] | None = None  # called when a time jump started a new map
         self.selector = KeyframeSelector(self.config.keyframe)
         self.builder = WindowBuilder(self.config.window)
         self.map = GlobalMap(self.config.map)
@@ -241,6 +242,8 @@ class SlidingWindowMapper:
             "%s: stamps jumped back by %.3f s (clock reset or replay): a new segment starts, %s (%d jumps so far)",
             camera_id, jump_s, "with a new map" if reset else "the map continues", count,
         )
+        if reset and self.on_new_map is not None:
+            self.on_new_map()
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Stop the worker thread (the window in flight, if any, is finished first)."""

@@ -259,6 +259,7 @@ class SceneFromViewsNode(Node):
             self._backend.model, settings.mapper, threaded=True, on_window=self._on_window,
             on_error=self._on_window_error, reconstruct_kwargs=self._backend.reconstruct_kwargs,
         )
+        self.mapper.on_new_map = self._on_new_map
         # A new model is built on a thread of its own, never in a callback.
         self._rebuilder = BackendRebuilder(self._on_backend_ready, self._on_backend_failed)
         # Images get their own callback group so that a slow service or parameter callback
@@ -367,10 +368,19 @@ class SceneFromViewsNode(Node):
     def _on_reset(self, _: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._publish_lock:
             self.mapper.reset()
-            self.outputs.publish_empty_map(self._settings.frames.map_frame, self.get_clock().now().nanoseconds)
+            self._publish_empty_map()
         self.get_logger().info("map reset")
         response.success, response.message = True, "map, trajectory and pending keyframes cleared"
         return response
+
+    def _publish_empty_map(self) -> None:
+        """After a reset (the service, or a time jump with map.reset_on_time_jump): an empty map
+        cloud and path, latched for late joiners."""
+        self.outputs.publish_empty_map(self._settings.frames.map_frame, self.get_clock().now().nanoseconds)
+
+    def _on_new_map(self) -> None:
+        with self._publish_lock:
+            self._publish_empty_map()
 
     def _on_save_map(self, _: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         try:
