@@ -1,11 +1,7 @@
 """Time our VGGT forward against the reference implementation's, same weights, same CPU.
 
-Timing: both models in one process, forwards interleaved (reference, ours, reference,
-...) after a warm-up each, so that load from other processes on a shared machine hits
-both alike; we report the median of --runs forwards and the ratio ours/reference.
-Memory: each implementation in its own child process runs one forward; we report the
-peak resident memory the forward adds (VmHWM reset after loading, minus VmRSS before).
-The reference checkout is not part of the repo: pass --reference (and --stubs for a
+Interleaved timing in one process, peak forward memory in a child per implementation
+(reference_harness.py).  The reference checkout is not part of the repo: pass --reference (and --stubs for a
 torchvision stand-in).
 
   python bench/bench_vggt.py --reference /work/ref/RobustVGGT --stubs /work/ref/stubs --config medium
@@ -14,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
+
+from reference_harness import compare, forward_peak_mib, interleaved_times  # noqa: E402
 
 
 def _configs():
@@ -37,13 +31,6 @@ def _configs():
         dpt=DptConfig(features=128, out_channels=(96, 192, 384, 384), intermediate_layer_idx=(2, 5, 8, 11)),
     )
     return {"tiny": TINY_CONFIG, "medium": medium, "full": VggtConfig()}
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _child(which: str, args: argparse.Namespace, weights: str, queue) -> None:
@@ -64,10 +51,7 @@ def _child(which: str, args: argparse.Namespace, weights: str, queue) -> None:
         load_checkpoint_into(model, weights)
     images = _images(args)
     with torch.inference_mode():
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS counter (VmHWM)
-        before = _status_kib("VmRSS")
-        model(images)
-    queue.put((_status_kib("VmHWM") - before) / 1024)
+        queue.put(forward_peak_mib(lambda: model(images)))
 
 
 def _images(args: argparse.Namespace):
@@ -96,16 +80,8 @@ def _interleaved_times(args: argparse.Namespace, weights: str) -> dict[str, list
     ours = VGGT(cfg).eval()
     load_checkpoint_into(ours, weights)
     images = _images(args)
-    times: dict[str, list[float]] = {"reference": [], "ours": []}
     with torch.inference_mode():
-        reference(images)
-        ours(images)
-        for _ in range(args.runs):
-            for name, model in (("reference", reference), ("ours", ours)):
-                start = time.perf_counter()
-                model(images)
-                times[name].append(time.perf_counter() - start)
-    return times
+        return interleaved_times({"reference": lambda: reference(images), "ours": lambda: ours(images)}, args.runs)
 
 
 def main() -> None:
@@ -130,23 +106,8 @@ def main() -> None:
         perturb_(reference, 0)
         save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, weights)
         del reference
-        # A fixed mmap threshold stops glibc from adapting it to earlier frees (weight loading),
-        # which would otherwise make each child's peak RSS depend on its loading history.
-        os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
-        context = mp.get_context("spawn")
-        results = {}
-        for which in ("reference", "ours"):
-            queue = context.Queue()
-            process = context.Process(target=_child, args=(which, args, weights, queue))
-            process.start()
-            results[which] = {"peak_forward_mib": queue.get()}
-            process.join()
         torch.set_grad_enabled(False)
-        for which, times in _interleaved_times(args, weights).items():
-            results[which].update(median_s=statistics.median(times), min_s=min(times), times_s=times)
-    results["ratio_time_ours_over_reference"] = results["ours"]["median_s"] / results["reference"]["median_s"]
-    results["ratio_min_time_ours_over_reference"] = results["ours"]["min_s"] / results["reference"]["min_s"]
-    results["ratio_peak_ours_over_reference"] = results["ours"]["peak_forward_mib"] / max(results["reference"]["peak_forward_mib"], 1e-9)
+        results = compare(_child, (args, weights), lambda: _interleaved_times(args, weights))
     results["setup"] = {"config": args.config, "frames": args.frames, "target_size": args.size, "runs": args.runs,
                         "threads": torch.get_num_threads(), "torch": torch.__version__}
     print(json.dumps(results, indent=1))

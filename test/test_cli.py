@@ -277,6 +277,9 @@ def test_output_folder_from_parameters_and_existing_bag(tmp_path: Path, capsys: 
     folder, _ = image_folder(tmp_path / "frames", 2)
     code, _, _ = run_cli(capsys, folder, "-p", f"map.output_dir={tmp_path / 'from_param'}", "--min-change", "0", *TINY_MODEL)
     assert code == 0 and summary_of(tmp_path / "from_param")["keyframes"] == 2
+    # ROS's NAME:=VALUE spelling is accepted too
+    code, _, _ = run_cli(capsys, folder, "-p", f"map.output_dir:={tmp_path / 'ros_style'}", "--min-change", "0", *TINY_MODEL)
+    assert code == 0 and summary_of(tmp_path / "ros_style")["keyframes"] == 2
     (tmp_path / "out" / "bag").mkdir(parents=True)
     code, _, err = run_cli(capsys, folder, "--out", tmp_path / "out", "--write-bag", *TINY_MODEL)
     assert code == 2 and "holds the outputs of an earlier run (bag)" in err and "--overwrite" in err

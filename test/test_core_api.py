@@ -16,6 +16,7 @@ from scene_from_views_ros.optimizers import (
     SceneOptimizerBase,
     SceneOptimizerOutput,
     available_optimizers,
+    optimizer_input_from_result,
     scene_optimizer_factory,
 )
 
@@ -43,6 +44,9 @@ class PlaneModel(SceneFromViewsBase):
 
     def infer(self, processed, **kwargs):
         return [np.full(img.shape[:2], self.distance, np.float32) for img in processed]
+
+    def create_optimizer_input(self, raw, processed):
+        return optimizer_input_from_result(self.postprocess_results(raw, processed, processed))
 
     def postprocess_results(self, raw, images, processed, as_pointcloud=True, **kwargs):
         depths = [d * self.call_options(kwargs).scale for d in raw]
@@ -73,7 +77,7 @@ def test_types_from_enum_and_strings():
         sfv.SceneFromViewsType("nerf")
 
 
-@pytest.mark.parametrize("name", ["dust3r", "mast3r", "mvdust3r", "fast3r", "depth_anything_v3"])
+@pytest.mark.parametrize("name", ["mvdust3r", "fast3r", "depth_anything_v3"])
 def test_factory_refuses_unimplemented_types_clearly(name):
     with pytest.raises(sfv.ModelNotImplementedError, match=f"'{name}' is not implemented.*implemented: vggt"):
         sfv.scene_from_views_factory(name)

@@ -288,6 +288,16 @@ SHOWN_ELSEWHERE = {
     "model.cos_a": "test_vggt_robust.py::test_score_options_change_the_view_scores",
     "model.use_most_central_as_reference": "test_vggt_robust.py::test_score_options_change_the_view_scores",
     "model.use_anchor_relative_score": "test_vggt_robust.py::test_score_options_change_the_view_scores",
+    # The pairwise models (DUSt3R, MASt3R): which pairs, at what size, which pixels.
+    "model.image_size": "test_dust3r.py::test_image_size_and_square_ok_change_the_network_input",
+    "model.square_ok": "test_dust3r.py::test_image_size_and_square_ok_change_the_network_input",
+    "model.scene_graph": "test_dust3r.py::test_scene_graph_options_choose_the_pairs",
+    "model.winsize": "test_dust3r.py::test_scene_graph_options_choose_the_pairs",
+    "model.win_cyclic": "test_dust3r.py::test_scene_graph_options_choose_the_pairs",
+    "model.refid": "test_dust3r.py::test_scene_graph_options_choose_the_pairs",
+    "model.min_conf_thr": "test_dust3r.py::test_reconstruct_takes_the_fast_path",
+    # A memory bound: outputs are equal by design, the pairs run in more, smaller batches.
+    "model.batch_size": "test_dust3r.py::test_batch_size_bounds_the_passes_without_changing_outputs",
     # The node's own inputs and outputs.
     "image_topics": "test_ros_node.py::test_compressed_topic_frames_are_mapped",
     "camera_info_topics": "test_ros_node.py::test_save_map_writes_readable_files",

@@ -11,6 +11,7 @@ Random weights give meaningless geometry, so chaining is told to accept any fini
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -182,28 +183,36 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-@pytest.fixture(scope="module")
-def ros(tmp_path_factory: pytest.TempPathFactory):
-    tmp_path = tmp_path_factory.mktemp("ros_node")
-    params_file = test_params_file(tmp_path)
+@contextlib.contextmanager
+def running_node(cli_args: list[str]) -> Iterator[tuple[SceneFromViewsNode, Probe]]:
+    """The node (started with `cli_args`) and a probe, spun by one executor in a thread."""
     context = Context()
     rclpy.init(context=context)
-    node = SceneFromViewsNode(context=context, cli_args=["--ros-args", "--params-file", str(params_file)])
+    node = SceneFromViewsNode(context=context, cli_args=cli_args)
     probe = Probe(context)
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(node)
     executor.add_node(probe.node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
-    wait_for(lambda: probe.camera.get_subscription_count() > 0 and probe.kitchen.get_subscription_count() > 0,
-             10, "the node's image subscriptions were not discovered")
-    yield node, probe, tmp_path
-    node.close()
-    executor.shutdown()
-    node.destroy_node()
-    probe.node.destroy_node()
-    rclpy.shutdown(context=context)
-    spinner.join(5)
+    try:
+        wait_for(lambda: probe.camera.get_subscription_count() > 0 and probe.kitchen.get_subscription_count() > 0,
+                 10, "the node's image subscriptions were not discovered")
+        yield node, probe
+    finally:
+        node.close()
+        executor.shutdown()
+        node.destroy_node()
+        probe.node.destroy_node()
+        rclpy.shutdown(context=context)
+        spinner.join(5)
+
+
+@pytest.fixture(scope="module")
+def ros(tmp_path_factory: pytest.TempPathFactory):
+    tmp_path = tmp_path_factory.mktemp("ros_node")
+    with running_node(["--ros-args", "--params-file", str(test_params_file(tmp_path))]) as (node, probe):
+        yield node, probe, tmp_path
 
 
 def produce_windows(probe: Probe, windows: int, timeout: float = 30.0) -> None:

@@ -224,3 +224,21 @@ def test_reduced_precision_only_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None
     assert autocast_dtype(cuda, "auto") is torch.float16
     with pytest.raises(ValueError, match="dtype must be one of auto, bfloat16, float16, float32"):
         autocast_dtype(cpu, "int8")
+
+
+@pytest.mark.usefixtures("shared_data")
+def test_the_optimizer_input_has_one_prediction_per_ordered_pair(tiny_model: SceneFromViewsVggt) -> None:
+    images = load_images(_paths(["notredame/1.jpeg", "notredame/3.jpeg", "trevi/2.jpeg"]))
+    processed = tiny_model.preprocess_images(images, target_size=56)
+    raw = tiny_model.infer(processed)
+    result = tiny_model.postprocess_results(raw, images, processed)
+    optimizer_input = tiny_model.create_optimizer_input(raw, processed)
+    assert [(p.i, p.j) for p in optimizer_input.pair_predictions] == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+    assert optimizer_input.true_shapes.tolist() == [list(image.shape[:2]) for image in result.processed_images]
+    for prediction in optimizer_input.pair_predictions:
+        pose_i = result.camera_poses[prediction.i]
+        # both maps are in camera i's frame: back in the world they are the result's point maps
+        for local, world in ((prediction.pts3d_i, result.point_clouds[prediction.i]), (prediction.pts3d_j_in_i, result.point_clouds[prediction.j])):
+            np.testing.assert_allclose(local @ pose_i[:3, :3].T + pose_i[:3, 3], world, rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(prediction.conf_j, result.confidences[prediction.j])
+        assert prediction.desc_i is None

@@ -83,8 +83,9 @@ def parse_value(text: str) -> Any:
 
 
 def _key_value(text: str) -> tuple[str, Any]:
-    """NAME=VALUE with VALUE read as the node reads it (`parse_value`)."""
+    """NAME=VALUE (or ROS's NAME:=VALUE) with VALUE read as the node reads it (`parse_value`)."""
     name, sep, value = text.partition("=")
+    name = name.removesuffix(":")
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     return name.strip(), parse_value(value)

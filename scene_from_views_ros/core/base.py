@@ -26,6 +26,10 @@ class ModelOptions(Options):
 
     prefix: ClassVar[str] = "model."
 
+    def check_window(self, views: int) -> None:
+        """Raise InvalidOptionError when these options cannot reconstruct windows of `views`
+        views (checked where the window size is given, not at the first window)."""
+
 
 def checkpoint_option(default: str) -> Any:
     """The `checkpoint` option every model declares, with that model's release as default."""
@@ -105,6 +109,12 @@ class SceneFromViewsBase(abc.ABC):
         """Run the network on preprocessed input; returns the raw predictions."""
 
     @abc.abstractmethod
+    def create_optimizer_input(self, raw: Any, processed: Any) -> Any:
+        """The `SceneOptimizerInput` of this model's predictions: pairwise models hand over their
+        pair predictions, multi-view models one prediction per ordered view pair built from
+        their point maps (`optimizer_input_from_result`), so that any optimizer refines any model."""
+
+    @abc.abstractmethod
     def postprocess_results(
         self, raw: Any, images: list[np.ndarray], processed: Any, as_pointcloud: bool = True, **kwargs: Any
     ) -> SceneFromViewsResult:
@@ -146,13 +156,13 @@ class SceneFromViewsBase(abc.ABC):
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> SceneFromViewsResult:
         """Refine `result` with a scene optimizer and rebuild the fused cloud from its output."""
-        from ..optimizers import SceneOptimizerBase, SceneOptimizerInput, scene_optimizer_factory
+        from ..optimizers import SceneOptimizerBase, scene_optimizer_factory
 
         if not isinstance(optimizer, SceneOptimizerBase):
             optimizer = scene_optimizer_factory(str(optimizer), **(optimizer_kwargs or {}))
-        output = optimizer.optimize(
-            SceneOptimizerInput(result=result, images=result.processed_images, raw=raw, device=str(self.device))
-        )
+        optimizer_input = self.create_optimizer_input(raw, processed)
+        optimizer_input.result = result
+        output = optimizer.optimize(optimizer_input)
         return replace(
             result,
             camera_poses=output.camera_poses,

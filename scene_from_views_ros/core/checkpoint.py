@@ -32,6 +32,7 @@ from .errors import CheckpointCorruptError, CheckpointMismatchError, CheckpointN
 
 logger = logging.getLogger(__name__)
 _ModuleT = TypeVar("_ModuleT", bound=torch.nn.Module)
+_ValueT = TypeVar("_ValueT")
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -82,7 +83,35 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
-def _download_from_hub(repo_id: str, filenames: Sequence[str], revision: str | None) -> Path:
+def _download_from_hub(repo_id: str, filenames: Sequence[str], revision: str | None, companions: Sequence[str] = ()) -> Path:
+    """The first of `filenames` in the repo, from the cache or downloaded, with `companions`
+    (e.g. config.json) fetched beside it when the repo has them."""
+    path = _download_weights(repo_id, filenames, revision)
+    for companion in companions:
+        _download_companion(repo_id, companion, revision)
+    return path
+
+
+def _download_companion(repo_id: str, filename: str, revision: str | None) -> None:
+    """Put `filename` of the repo beside its weights in the cache when it can be had; a model
+    that needs it reports its absence with the fix."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cache_dir = hub_cache_dir()
+    try:
+        hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=True)
+        return
+    except LocalEntryNotFoundError:
+        if _env_flag("HF_HUB_OFFLINE") or not hub_reachable():
+            return
+    try:
+        hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir)
+    except Exception as error:  # noqa: BLE001 - the network stack raises many kinds; the model reports what is missing
+        logger.warning("cannot download %s of %s: %s", filename, repo_id, error)
+
+
+def _download_weights(repo_id: str, filenames: Sequence[str], revision: str | None) -> Path:
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
@@ -128,12 +157,14 @@ def resolve_checkpoint(
     checkpoint: str | os.PathLike[str],
     filenames: Sequence[str] = ("model.safetensors", "model.pt"),
     revision: str | None = None,
+    companions: Sequence[str] = (),
 ) -> Path:
     """Return the local path of the weight file named by `checkpoint`.
 
     `checkpoint` is a local weight file, a local folder holding one of `filenames` (or a single
     weight file), or a Hugging Face repo id ``owner/name`` downloaded into the standard cache
-    (HF_HOME / HF_HUB_CACHE; HF_HUB_OFFLINE=1 uses the cache only).
+    (HF_HOME / HF_HUB_CACHE; HF_HUB_OFFLINE=1 uses the cache only); from a repo the
+    `companions` (e.g. config.json) come too, beside the weights.
     """
     path = Path(checkpoint).expanduser()
     if path.is_file():
@@ -142,7 +173,7 @@ def resolve_checkpoint(
         return _weights_in_folder(path, filenames)
     text = str(checkpoint)
     if _is_repo_id(text):
-        return _download_from_hub(text, filenames, revision)
+        return _download_from_hub(text, filenames, revision, companions)
     raise CheckpointNotFoundError(
         f"checkpoint {text!r} is neither an existing file or folder nor a Hugging Face repo id "
         "(owner/name); check the path"
@@ -274,6 +305,27 @@ def read_safetensors(
     return out
 
 
+def read_pickle(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> Any:
+    """The whole object of a torch pickle (e.g. DUSt3R's {'model': ..., 'args': Namespace}),
+    memory-mapped where the format allows (its metadata is read without reading the
+    weights) and with only allow-listed globals: never arbitrary unpickling."""
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_SAFE_PICKLE_GLOBALS):
+            try:  # memory-mapped: the pickle's tensors are not read twice
+                return torch.load(path, map_location=device, weights_only=True, mmap=True)
+            except RuntimeError:  # a legacy (non-zip) pickle cannot be memory-mapped
+                return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError as error:
+        raise CheckpointNotFoundError(f"checkpoint file {path} does not exist") from error
+    except Exception as error:
+        raise CheckpointCorruptError(
+            f"cannot read checkpoint {path}: {_reason(error)}. The file is corrupt, truncated, not a "
+            "weight file or pickles objects that are not allowed to load safely; download it again or "
+            "pass another checkpoint"
+        ) from error
+
+
 def load_state_dict(
     path: str | os.PathLike[str], device: torch.device | str = "cpu", select: Callable[[str], bool] | None = None
 ) -> dict[str, torch.Tensor]:
@@ -283,20 +335,7 @@ def load_state_dict(
     if path.suffix == ".safetensors":
         entries = safetensors_index(path)
         return read_safetensors(path, {k: e for k, e in entries.items() if select is None or select(k)}, device)
-    try:
-        with torch.serialization.safe_globals(_SAFE_PICKLE_GLOBALS):
-            try:  # memory-mapped: the pickle's tensors are not read twice
-                loaded = torch.load(path, map_location=device, weights_only=True, mmap=True)
-            except RuntimeError:  # a legacy (non-zip) pickle cannot be memory-mapped
-                loaded = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError as error:
-        raise CheckpointNotFoundError(f"checkpoint file {path} does not exist") from error
-    except Exception as error:
-        raise CheckpointCorruptError(
-            f"cannot read checkpoint {path}: {_reason(error)}. The file is corrupt, truncated, not a "
-            "weight file or pickles objects that are not allowed to load safely; download it again or "
-            "pass another checkpoint"
-        ) from error
+    loaded = read_pickle(path, device)
     state = _unwrap_state_dict(loaded, path)
     return {k: v for k, v in state.items() if select is None or select(k)}
 
@@ -374,19 +413,31 @@ def load_checkpoint_into(
     return path
 
 
+def _renamed(items: Mapping[str, _ValueT], rename: Callable[[str], str] | None) -> dict[str, _ValueT]:
+    """`items` under `rename`d keys; keys that become equal (aliases of one tensor) collapse."""
+    if rename is None:
+        return dict(items)
+    out: dict[str, _ValueT] = {}
+    for key, value in items.items():
+        out.setdefault(rename(key), value)
+    return out
+
+
 def build_network(
     build: Callable[[], _ModuleT],
     path: str | os.PathLike[str],
     device: torch.device | str = "cpu",
     *,
     drop_prefixes: Iterable[str] = (),
+    rename: Callable[[str], str] | None = None,
 ) -> _ModuleT:
     """`build()` on the meta device, then filled with the weight file `path` on `device`.
 
     No parameter is initialised only to be overwritten, and a .safetensors file is checked
     against the network from its header before any tensor is read; tensors are read
     straight to `device` and converted to the network's dtype where the file differs
-    (e.g. float16 fixtures).  Returns the network in eval mode without gradients.
+    (e.g. float16 fixtures).  `rename` maps checkpoint keys to the network's (aliases of
+    one tensor map to one key).  Returns the network in eval mode without gradients.
     """
     path, device = Path(path), torch.device(device)
     with torch.device("meta"):
@@ -396,14 +447,14 @@ def build_network(
     target = type(module).__name__
     if path.suffix == ".safetensors":
         entries = safetensors_index(path)
-        selected = {k: e for k, e in entries.items() if keep(k)}
+        selected = _renamed({k: e for k, e in entries.items() if keep(k)}, rename)
         check_keys_and_shapes(_shapes(expected), {k: e.shape for k, e in selected.items()}, str(path), target)
-        dropped = len(entries) - len(selected)
+        dropped = sum(1 for k in entries if not keep(k))
         state = read_safetensors(path, selected, device)
     else:
         everything = load_state_dict(path, device)
-        state = {k: v for k, v in everything.items() if keep(k)}
-        dropped = len(everything) - len(state)
+        state = _renamed({k: v for k, v in everything.items() if keep(k)}, rename)
+        dropped = sum(1 for k in everything if not keep(k))
         check_keys_and_shapes(_shapes(expected), _shapes(state), str(path), target)
     if dropped:
         logger.info("%s: %d keys under %s dropped (not built)", path, dropped, ", ".join(drop_prefixes))

@@ -14,8 +14,8 @@ from .types import SceneFromViewsType
 _MODEL_CLASSES: dict[SceneFromViewsType, str | None] = {
     SceneFromViewsType.VGGT: "scene_from_views_ros.models.vggt:SceneFromViewsVggt",
     SceneFromViewsType.VGGT_ROBUST: "scene_from_views_ros.models.vggt_robust:SceneFromViewsVggtRobust",
-    SceneFromViewsType.DUST3R: None,
-    SceneFromViewsType.MAST3R: None,
+    SceneFromViewsType.DUST3R: "scene_from_views_ros.models.dust3r:SceneFromViewsDust3r",
+    SceneFromViewsType.MAST3R: "scene_from_views_ros.models.dust3r:SceneFromViewsMast3r",
     SceneFromViewsType.MVDUST3R: None,
     SceneFromViewsType.FAST3R: None,
     SceneFromViewsType.DEPTH_ANYTHING_V3: None,

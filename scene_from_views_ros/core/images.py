@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from .errors import InvalidImageError
 
@@ -13,14 +14,14 @@ ImageInput = str | os.PathLike | np.ndarray
 
 
 def _read_image_file(path: Path) -> np.ndarray:
-    import cv2
-
+    """Decode with PIL as the reference loaders do, upright (EXIF orientation applied), alpha dropped."""
     if not path.is_file():
         raise InvalidImageError(f"image file {path} does not exist")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InvalidImageError(f"cannot decode image file {path}; is it a PNG/JPEG image?")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        with Image.open(path) as image:
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB")).copy()
+    except (OSError, ValueError) as error:
+        raise InvalidImageError(f"cannot decode image file {path} ({error}); is it a PNG/JPEG image?") from error
 
 
 def _check_array(image: np.ndarray, index: int) -> np.ndarray:
@@ -43,11 +44,20 @@ def _check_array(image: np.ndarray, index: int) -> np.ndarray:
     return image
 
 
+def check_rgb_image(image: object, index: int) -> None:
+    """Raise InvalidImageError unless `image` is what the stages take: an RGB uint8 HxWx3 array."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InvalidImageError(
+            f"image {index} must be an RGB uint8 HxWx3 array, got "
+            f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
+        )
+
+
 def load_images(images: Sequence[ImageInput], rgb: bool = False) -> list[np.ndarray]:
     """Return the inputs as a list of contiguous RGB uint8 HxWx3 arrays.
 
     Arrays are taken as BGR (OpenCV's order) unless ``rgb=True``; files are decoded with
-    OpenCV and are always converted correctly, whatever `rgb` says.
+    PIL (EXIF orientation applied) and are always converted correctly, whatever `rgb` says.
     """
     if isinstance(images, (str, os.PathLike, np.ndarray)) and not (
         isinstance(images, np.ndarray) and images.ndim == 4

@@ -71,3 +71,14 @@ def unproject_depth(depth: np.ndarray, intrinsics: np.ndarray, poses: np.ndarray
     rotation, translation = poses[:, :3, :3], poses[:, :3, 3]
     world = np.einsum("sij,shwj->shwi", rotation, camera) + translation[:, None, None, :]
     return world.astype(np.float32)
+
+
+def intrinsics_in_original_pixels(intrinsics: np.ndarray, scales: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) intrinsics of processed images mapped back to their original images, where
+    x_processed = scale * x_original + offset per view ((N, 2) scales and offsets)."""
+    original = np.array(intrinsics, dtype=np.float64)
+    original[:, 0, :] /= scales[:, 0, None]
+    original[:, 1, :] /= scales[:, 1, None]
+    original[:, 0, 2] -= offsets[:, 0] / scales[:, 0]
+    original[:, 1, 2] -= offsets[:, 1] / scales[:, 1]
+    return original

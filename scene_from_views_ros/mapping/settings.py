@@ -335,6 +335,7 @@ def settings_from_parameters(params: Mapping[str, Any]) -> MappingSettings:
         keyframe=built(KeyframeConfig), window=built(WindowConfig), map=built(MapConfig),
         chain=chain.changed(metric=True) if model_cls.is_metric else chain,
     )
+    model.check_window(mapper.window.size)
     return MappingSettings(
         run=run, model=model, optimizer=optimizer, optimizer_kwargs=dict(optimizer_values),
         inputs=built(NodeInputs), frames=built(FrameNames), mapper=mapper, output=built(OutputConfig),

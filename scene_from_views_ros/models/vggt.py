@@ -20,10 +20,12 @@ from PIL import Image
 from ..core.base import ModelOptions, SceneFromViewsBase, checkpoint_option
 from ..core.checkpoint import build_network, resolve_checkpoint
 from ..core.errors import InvalidImageError
+from ..core.images import check_rgb_image
 from ..core.options import BUILD, option
 from ..core.result import PointCloud, SceneFromViewsResult
 from ..core.types import SceneFromViewsType
-from ..geometry.camera import extrinsics_to_poses, pose_encoding_to_extrinsics_intrinsics, unproject_depth
+from ..geometry.camera import extrinsics_to_poses, intrinsics_in_original_pixels, pose_encoding_to_extrinsics_intrinsics, unproject_depth
+from ..optimizers.base import SceneOptimizerInput, optimizer_input_from_result
 from .networks.vggt import VGGT, VggtConfig
 
 PREPROCESS_MODES = ("crop", "pad")
@@ -134,11 +136,7 @@ def preprocess_vggt_images(
         raise InvalidImageError("VGGT needs at least one image")
     resized, scales, offsets, content = [], [], [], []
     for index, image in enumerate(images):
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InvalidImageError(
-                f"image {index} must be an RGB uint8 HxWx3 array, got "
-                f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
-            )
+        check_rgb_image(image, index)
         height, width = image.shape[:2]
         new_w, new_h = resized_size(width, height, mode, target_size, patch_size)
         out = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC))
@@ -259,6 +257,11 @@ class SceneFromViewsVggt(SceneFromViewsBase):
         opts = self.call_options(kwargs)
         return self._forward(processed.images, opts.frames_chunk_size, opts.prediction_mode)
 
+    def create_optimizer_input(self, raw: dict[str, np.ndarray], processed: ProcessedViews) -> SceneOptimizerInput:
+        """One pair prediction per ordered pair of the (surviving) views, from the point maps."""
+        result = self.postprocess_results(raw, processed.rgb, processed, as_pointcloud=False)
+        return optimizer_input_from_result(result, raw=raw, device=str(self.device))
+
     def postprocess_results(
         self,
         raw: dict[str, np.ndarray],
@@ -293,11 +296,7 @@ def build_result(raw: dict[str, np.ndarray], processed: ProcessedViews, opts: Vg
     points = points.astype(np.float32)
     masks = confidence_masks(conf, processed.rgb, processed.valid, opts.conf_thres, opts.mask_black_bg, opts.mask_white_bg)
     cloud = PointCloud.from_views(list(points), processed.rgb, masks) if as_pointcloud else PointCloud(np.zeros((0, 3)), np.zeros((0, 3)))
-    original_k = intrinsics.copy()
-    original_k[:, 0, :] /= processed.scales[:, 0, None]
-    original_k[:, 1, :] /= processed.scales[:, 1, None]
-    original_k[:, 0, 2] -= processed.offsets[:, 0] / processed.scales[:, 0]
-    original_k[:, 1, 2] -= processed.offsets[:, 1] / processed.scales[:, 1]
+    original_k = intrinsics_in_original_pixels(intrinsics, processed.scales, processed.offsets)
     return SceneFromViewsResult(
         global_point_cloud=cloud,
         camera_poses=[p.astype(np.float64) for p in poses],

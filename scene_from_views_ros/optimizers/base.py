@@ -18,17 +18,65 @@ from ..core.result import SceneFromViewsResult
 
 
 @dataclass
-class SceneOptimizerInput:
-    """What an optimizer starts from.
+class PairPrediction:
+    """One ordered view pair (i, j) as a pairwise model predicts it, in view i's camera frame.
 
-    `raw` carries the model's own predictions (e.g. the pairwise pointmaps of the DUSt3R
-    family that global alignment needs); `images` are the processed RGB views.
+    `pts3d_i` (H_i, W_i, 3) are view i's points and `pts3d_j_in_i` (H_j, W_j, 3) view j's
+    points, both in view i's camera frame (OpenCV axes); `conf_*` their confidences (H, W).
+    Models with local features (MASt3R) also give unit descriptors `desc_*` (H, W, D) and
+    their confidences `desc_conf_*` (H, W).
     """
 
-    result: SceneFromViewsResult
+    i: int
+    j: int
+    pts3d_i: np.ndarray
+    conf_i: np.ndarray
+    pts3d_j_in_i: np.ndarray
+    conf_j: np.ndarray
+    desc_i: np.ndarray | None = None
+    desc_j: np.ndarray | None = None
+    desc_conf_i: np.ndarray | None = None
+    desc_conf_j: np.ndarray | None = None
+
+
+@dataclass
+class SceneOptimizerInput:
+    """What an optimizer starts from: the pairwise predictions of any model.
+
+    `pair_predictions`, `images` (the processed RGB uint8 views) and `true_shapes` ((N, 2)
+    int [H, W] per view) are all an optimizer may rely on; `result` (the model's own
+    reconstruction, an initial guess), `raw` (the model's raw output) and `device` are
+    optional extras.
+    """
+
+    pair_predictions: list[PairPrediction]
     images: list[np.ndarray]
+    true_shapes: np.ndarray
+    result: SceneFromViewsResult | None = None
     raw: Any = None
     device: str = "cpu"
+
+    @property
+    def num_views(self) -> int:
+        return len(self.images)
+
+
+def optimizer_input_from_result(result: SceneFromViewsResult, raw: Any = None, device: str = "cpu") -> SceneOptimizerInput:
+    """Pair predictions of a multi-view model, built from its own reconstruction: one per
+    ordered view pair (i, j), both views' world points re-expressed in camera i's frame."""
+    to_camera = [np.linalg.inv(pose) for pose in result.camera_poses]
+    points = [np.asarray(p, dtype=np.float64) for p in result.point_clouds]
+
+    def in_camera(i: int, j: int) -> np.ndarray:
+        return (points[j] @ to_camera[i][:3, :3].T + to_camera[i][:3, 3]).astype(np.float32)
+
+    own = [in_camera(i, i) for i in range(result.num_views)]
+    predictions = [
+        PairPrediction(i, j, own[i], result.confidences[i], in_camera(i, j), result.confidences[j])
+        for i in range(result.num_views) for j in range(result.num_views) if i != j
+    ]
+    shapes = np.asarray([image.shape[:2] for image in result.processed_images], dtype=np.int32)
+    return SceneOptimizerInput(predictions, list(result.processed_images), shapes, result=result, raw=raw, device=device)
 
 
 @dataclass

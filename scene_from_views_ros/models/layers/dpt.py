@@ -51,33 +51,34 @@ def uv_sincos_embedding(rows: int, cols: int, channels: int, aspect_ratio: float
 
 
 class ResidualConvUnit(nn.Module):
-    """relu -> conv3x3 -> relu -> conv3x3, added to relu(input).
+    """relu -> conv3x3 -> relu -> conv3x3, added to the input.
 
-    The reference applies an in-place ReLU to its input before the skip connection, so
-    the residual carries relu(x); the checkpoints were trained that way.
+    VGGT's reference applies an in-place ReLU to its input before the skip connection, so
+    its residual carries relu(x) (`skip_after_relu`); CroCo's DPT (DUSt3R family) adds x
+    itself.  The checkpoints were trained each way.
     """
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, skip_after_relu: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(features, features, 3, padding=1)
         self.conv2 = nn.Conv2d(features, features, 3, padding=1)
+        self.skip_after_relu = skip_after_relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(x)
-        out = self.conv2(F.relu_(self.conv1(x)))
-        return out.add_(x)
+        out = self.conv2(F.relu_(self.conv1(F.relu(x))))  # relu(x) is not held through both convolutions
+        return out.add_(F.relu(x) if self.skip_after_relu else x)
 
 
 class FeatureFusionBlock(nn.Module):
     """Adds the refined skip features, refines, upsamples (bilinear, aligned corners), 1x1 conv."""
 
-    def __init__(self, features: int, has_residual: bool = True) -> None:
+    def __init__(self, features: int, has_residual: bool = True, skip_after_relu: bool = True) -> None:
         super().__init__()
         self.out_conv = nn.Conv2d(features, features, 1)
         if has_residual:
-            self.resConfUnit1 = ResidualConvUnit(features)
+            self.resConfUnit1 = ResidualConvUnit(features, skip_after_relu)
         self.has_residual = has_residual
-        self.resConfUnit2 = ResidualConvUnit(features)
+        self.resConfUnit2 = ResidualConvUnit(features, skip_after_relu)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
         if skip is not None:
