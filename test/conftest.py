@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -23,3 +25,12 @@ def shared_data() -> Path:
             pytest.fail(f"sample data folder {SHARED_DATA} is missing in CI")
         pytest.skip(f"sample data folder {SHARED_DATA} is absent (it ships beside the repo in CI)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Small optimisation problems on the CI machine's shared cores: one thread is faster and steadier."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

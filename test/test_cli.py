@@ -204,12 +204,19 @@ def test_one_shot_reconstructs_all_images_as_one_window(tmp_path: Path, capsys: 
     check_map_outputs(out, summary)
 
 
-def test_one_shot_with_an_optimizer_passes_the_factory_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    folder, _ = image_folder(tmp_path / "frames", 2)
-    code, _, err = run_cli(capsys, folder, "--one-shot", "--optimizer", "dense_scene_optimizer", "--out", tmp_path / "out", *TINY_MODEL)
-    assert code == 2 and "optimizer 'dense_scene_optimizer' is not implemented in this release" in err
+def test_one_shot_with_an_optimizer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, _ = image_folder(tmp_path / "frames", 3)
+    code, _, err = run_cli(capsys, folder, "--one-shot", "--out", tmp_path / "plain", *TINY_MODEL)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, folder, "--one-shot", "--optimizer", "dense_scene_optimizer", "--optimizer-arg", "niter=20",
+                           "--out", tmp_path / "dense", *TINY_MODEL)
+    assert code == 0, err
+    plain, dense = (json.loads((tmp_path / name / "keyframes.json").read_text())["keyframes"] for name in ("plain", "dense"))
+    assert len(plain) == len(dense) == 3 and not np.allclose([k["pose"] for k in plain], [k["pose"] for k in dense])
+    code, _, err = run_cli(capsys, folder, "--one-shot", "--optimizer", "sparse_scene_optimizer", "--out", tmp_path / "out", *TINY_MODEL)
+    assert code == 2 and "matches local descriptors, which model_type 'vggt' does not give; use model_type mast3r" in err
     code, _, err = run_cli(capsys, folder, "--one-shot", "--optimizer", "magic", "--out", tmp_path / "out", *TINY_MODEL)
-    assert code == 2 and "optimizer.type='magic' is not allowed: expected one of '', dense_scene_optimizer" in err
+    assert code == 2 and "optimizer.type='magic' is not allowed: expected one of auto, none, dense_scene_optimizer" in err
 
 
 def test_sample_sequence_with_the_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

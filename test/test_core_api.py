@@ -19,6 +19,7 @@ from scene_from_views_ros.optimizers import (
     optimizer_input_from_result,
     scene_optimizer_factory,
 )
+from scene_from_views_ros.optimizers import factory as optimizer_factory
 
 
 @dataclass(frozen=True)
@@ -215,11 +216,12 @@ class ShiftOptimizer(SceneOptimizerBase):
         )
 
 
-def test_optimizer_extension_point():
+def test_optimizer_extension_point(monkeypatch):
     names = available_optimizers()
-    assert set(names) >= {"dense_scene_optimizer", "global_aligner", "sparse_scene_optimizer"}
+    assert set(names) >= {"dense_scene_optimizer", "global_aligner", "sparse_scene_optimizer", "tsdf_refinement"}
+    monkeypatch.setitem(optimizer_factory._OPTIMIZERS, "future_optimizer", None)
     with pytest.raises(sfv.ModelNotImplementedError, match="not implemented in this release"):
-        scene_optimizer_factory("global_aligner")
+        scene_optimizer_factory("future_optimizer")
     with pytest.raises(sfv.UnknownModelTypeError, match="valid names"):
         scene_optimizer_factory("bundle_adjuster")
     model = PlaneModel(device="cpu")

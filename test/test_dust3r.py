@@ -308,7 +308,7 @@ def test_image_size_and_square_ok_change_the_network_input(dust3r: SceneFromView
 @pytest.mark.usefixtures("shared_data")
 def test_reconstruct_takes_the_fast_path(dust3r: SceneFromViewsDust3r) -> None:
     images = read(fixture_inputs("dust3r_tiny")["images"])
-    result = dust3r.reconstruct(images, rgb=True, image_size=64)
+    result = dust3r.reconstruct(images, rgb=True, image_size=64, optimizer="none")
     assert result.num_views == 3
     np.testing.assert_allclose(result.camera_poses[0], np.eye(4), atol=1e-9)
     for pose, depth, points, k, conf, mask, image in zip(
@@ -320,7 +320,8 @@ def test_reconstruct_takes_the_fast_path(dust3r: SceneFromViewsDust3r) -> None:
         assert k[0, 0] > 0 and k[0, 2] == pytest.approx(image.shape[1] / 2) and k[1, 2] == pytest.approx(image.shape[0] / 2)
         np.testing.assert_array_equal(mask, conf >= dust3r.options.min_conf_thr)
     assert len(result.extras["tree_edges"]) == 2 and len(result.extras["pairs"]) == 6
-    stricter = dust3r.reconstruct(images, rgb=True, image_size=64, min_conf_thr=float(np.median(np.concatenate([c.ravel() for c in result.confidences]))))
+    median_confidence = float(np.median(np.concatenate([c.ravel() for c in result.confidences])))
+    stricter = dust3r.reconstruct(images, rgb=True, image_size=64, optimizer="none", min_conf_thr=median_confidence)
     assert 0 < len(stricter.global_point_cloud) < len(result.global_point_cloud)
 
 
@@ -415,7 +416,7 @@ class CentroidOptimizer(SceneOptimizerBase):
 
 def test_with_an_optimizer_reconstruct_returns_its_result(dust3r: SceneFromViewsDust3r) -> None:
     images = views(3)
-    fast = dust3r.reconstruct(images, rgb=True, image_size=64)
+    fast = dust3r.reconstruct(images, rgb=True, image_size=64, optimizer="none")
     refined = dust3r.reconstruct(images, rgb=True, image_size=64, optimizer=CentroidOptimizer())
     assert refined.num_views == 3 and all(np.array_equal(p, np.eye(4)) for p in refined.camera_poses)
     np.testing.assert_allclose(refined.point_clouds[0].reshape(-1, 3).mean(axis=0), 0.0, atol=1e-4)
@@ -426,3 +427,20 @@ def test_with_an_optimizer_reconstruct_returns_its_result(dust3r: SceneFromViews
 def test_reduced_precision_is_for_cuda_only() -> None:
     model = tiny("dust3r_tiny", dtype="bfloat16")
     assert model.amp_dtype is None and model.network.patch_embed.proj.weight.dtype == torch.float32
+
+
+def test_the_optimizer_is_chosen_at_construction_and_dense_by_default() -> None:
+    assert tiny("dust3r_tiny").optimizer.name == "dense_scene_optimizer"
+    assert tiny("dust3r_tiny", optimizer_config={"type": "none"}).optimizer is None
+    model = tiny("dust3r_tiny", optimizer_config={"type": "dense_scene_optimizer", "niter": 5})
+    assert model.optimizer.options.niter == 5
+    images = views(3)
+    default = model.reconstruct(images, rgb=True, image_size=64)
+    fast = model.reconstruct(images, rgb=True, image_size=64, optimizer="none")
+    assert not np.allclose(default.camera_poses[1], fast.camera_poses[1])
+    with pytest.raises(InvalidOptionError, match="optimizer options niter given but the optimizer type is none"):
+        tiny("dust3r_tiny", optimizer_config={"type": "none", "niter": 5})
+    with pytest.raises(InvalidOptionError, match="niter"):
+        tiny("dust3r_tiny", optimizer_config={"niter": -1})
+    with pytest.raises(ValueError, match="unknown optimizer 'bundle'"):
+        tiny("dust3r_tiny", optimizer_config={"type": "bundle"})

@@ -264,9 +264,13 @@ def test_device_is_the_one_the_model_runs_on(tmp_path: Path, capsys: pytest.Capt
     assert refused.code == 2 and "device='cuda' is not allowed" in refused.stderr and "CUDA is not available" in refused.stderr
 
 
-def test_an_optimizer_that_is_not_implemented_is_refused_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    refused = run(tmp_path, capsys, {**BASELINE, "optimizer.type": "dense_scene_optimizer"})
-    assert refused.code == 2 and "not implemented in this release" in refused.stderr and not refused.out.exists()
+def test_the_optimizer_refines_every_window(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plain = run(tmp_path, capsys, BASELINE)
+    dense = run(tmp_path, capsys, {**BASELINE, "optimizer.type": "dense_scene_optimizer", "optimizer.niter": 10})
+    assert dense.code == 0 and len(dense.keyframes) == len(plain.keyframes)
+    assert not np.allclose(dense.poses, plain.poses, atol=1e-4)
+    refused = run(tmp_path, capsys, {**BASELINE, "optimizer.type": "sparse_scene_optimizer"})
+    assert refused.code == 2 and "does not give" in refused.stderr and not refused.out.exists()
 
 
 # Parameters whose effect another test shows (file::test), and why not here.
@@ -278,7 +282,7 @@ SHOWN_ELSEWHERE = {
     "map.output_dir": "test_option_effects.py::test_output_dir_is_where_maps_go_without_out",
     "camera_frame": "test_option_effects.py::test_camera_frame_names_the_newest_camera_in_the_replay_bag",
     "device": "test_option_effects.py::test_device_is_the_one_the_model_runs_on",
-    "optimizer.type": "test_option_effects.py::test_an_optimizer_that_is_not_implemented_is_refused_at_start",
+    "optimizer.type": "test_option_effects.py::test_the_optimizer_refines_every_window",
     # CUDA precision: the CPU always computes in float32.
     "model.dtype": "test_vggt.py::test_reduced_precision_only_on_cuda",
     # A memory bound: outputs are equal by design, the heads run in more, smaller chunks.

@@ -158,7 +158,11 @@ def test_parameter_file_in_the_node_format(tmp_path: Path) -> None:
     settings = settings_from_parameters(params)
     assert settings.device == "cpu" and settings.model_type.value == "vggt"
     assert (settings.model_options.target_size, settings.model_options.conf_thres) == (140, 20.0)
-    assert settings.optimizer.type == "" and settings.build_optimizer() is None
+    assert settings.optimizer.type == "auto" and settings.optimizer_type == "none" and settings.build_optimizer() is None
+    dust3r = settings_from_parameters({"model_type": "dust3r"})
+    assert dust3r.optimizer_type == "dense_scene_optimizer" and dust3r.build_optimizer().name == "dense_scene_optimizer"
+    assert settings_from_parameters({"model_type": "mast3r"}).optimizer_type == "sparse_scene_optimizer"
+    assert settings_from_parameters({"model_type": "dust3r", "optimizer.type": "none"}).build_optimizer() is None
     assert settings.mapper.window.size == 5 and settings.mapper.window.overlap == 3
     assert settings.mapper.keyframe.min_interval_s == 1.0 and isinstance(settings.mapper.keyframe.min_interval_s, float)
     assert settings.mapper.map.voxel_size == 0.05 and settings.output_dir == "/tmp/maps"

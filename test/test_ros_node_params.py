@@ -23,7 +23,7 @@ from rclpy.parameter import Parameter
 
 from scene_from_views_ros.cli.map import main as cli_main
 from scene_from_views_ros.core import implemented_types, model_class
-from scene_from_views_ros.core.errors import InvalidOptionError, ModelNotImplementedError, UnknownKwargError
+from scene_from_views_ros.core.errors import InvalidOptionError, UnknownKwargError
 from scene_from_views_ros.mapping.settings import FrameNames, parameters, settings_from_parameters
 from scene_from_views_ros.mapping.synthetic import make_sequence
 from scene_from_views_ros.ros.node import SceneFromViewsNode
@@ -299,9 +299,13 @@ def test_a_failed_rebuild_keeps_the_model_and_reverts_its_parameters(
 
 
 def test_optimizer_parameters_are_forwarded_and_checked() -> None:
-    with pytest.raises(ModelNotImplementedError, match="dense_scene_optimizer.*not implemented"):
-        settings_from_parameters({**TINY_PARAMS, "optimizer.type": "dense_scene_optimizer", "optimizer.niter": 100})
-    with pytest.raises(InvalidOptionError, match=r"optimizer\.niter set but optimizer\.type is empty"):
+    settings = settings_from_parameters({**TINY_PARAMS, "optimizer.type": "dense_scene_optimizer", "optimizer.niter": 100})
+    assert settings.build_optimizer().options.niter == 100
+    with pytest.raises(InvalidOptionError, match=r"optimizer\.niter=-5 is not allowed"):
+        settings_from_parameters({**TINY_PARAMS, "optimizer.type": "dense_scene_optimizer", "optimizer.niter": -5})
+    with pytest.raises(InvalidOptionError, match="sparse_scene_optimizer.*local descriptors, which model_type 'vggt' does not give"):
+        settings_from_parameters({**TINY_PARAMS, "optimizer.type": "sparse_scene_optimizer"})
+    with pytest.raises(InvalidOptionError, match=r"optimizer\.niter set but no optimizer runs \(optimizer\.type 'auto' for model_type 'vggt'\)"):
         settings_from_parameters({**TINY_PARAMS, "optimizer.niter": 100})
 
 

@@ -44,6 +44,7 @@ from ..mapping.settings import (
     settings_from_parameters,
 )
 from ..mapping.windows import Window, WindowConfig
+from ..optimizers import NO_OPTIMIZER
 
 PROG = "scene_from_views_map"
 EXIT_ERROR = 2
@@ -56,7 +57,7 @@ PARAMETER_OPTIONS: list[tuple[str, str, type, str]] = [
     ("--model-type", "model_type", str, "model family: vggt, vggt_robust, ... (default vggt)"),
     ("--device", "device", str, "cpu, cuda, cuda:1 (default: cuda when available)"),
     ("--checkpoint", "model.checkpoint", str, "weights: Hugging Face repo id, local file or folder (default: the model's release)"),
-    ("--optimizer", "optimizer.type", str, "scene optimizer applied to each window (default none)"),
+    ("--optimizer", "optimizer.type", str, "scene optimizer applied to each window (default auto: the model's own; none)"),
     ("--window-size", "window.size", int, "keyframes per window"),
     ("--window-overlap", "window.overlap", int, "keyframes shared by consecutive windows"),
     ("--min-interval", "keyframe.min_interval_s", float, "minimum seconds between keyframes"),
@@ -326,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = MapOutputs(out, settings.mapper.map, save_windows=args.save_windows, keyframe_files=args.keyframe_files)
     mapper = SlidingWindowMapper(
         model, settings.mapper, threaded=False,
-        reconstruct_kwargs={"optimizer": optimizer} if optimizer is not None else None,
+        reconstruct_kwargs={"optimizer": optimizer if optimizer is not None else NO_OPTIMIZER},
     )
     failures, stopped = _map_frames(mapper, frames, source, total, outputs, args.quiet)
 

@@ -55,9 +55,20 @@ class SceneFromViewsBase(abc.ABC):
     options_class: ClassVar[type[ModelOptions]]
     checkpoint_filenames: ClassVar[tuple[str, ...]] = ("model.safetensors", "model.pt")
     is_metric: ClassVar[bool] = False
+    #: Whether its optimizer input carries local descriptors (what the sparse optimizer matches).
+    gives_descriptors: ClassVar[bool] = False
+    #: The scene optimizer `reconstruct` runs unless told otherwise ("none": the model's own result).
+    default_optimizer: ClassVar[str] = "none"
 
-    def __init__(self, device: str | torch.device | None = None, **options: Any) -> None:
+    def __init__(
+        self, device: str | torch.device | None = None, optimizer_config: Mapping[str, Any] | None = None, **options: Any
+    ) -> None:
+        """`optimizer_config` ({"type": name, **its options}, or {"type": "none"}) chooses the
+        scene optimizer `reconstruct` runs by default; None keeps `default_optimizer`."""
+        from ..optimizers import optimizer_from_config
+
         self.options = self.options_class.create(options)  # first: a bad option builds nothing
+        self.optimizer = optimizer_from_config(optimizer_config, self.default_optimizer)
         self.device = resolve_device(device)
 
     # ----------------------------------------------------------------- options
@@ -134,17 +145,22 @@ class SceneFromViewsBase(abc.ABC):
 
         `kwargs` are per-call options (see `call_kwargs`).  `as_pointcloud=False` skips
         fusing the global cloud (the per-view outputs and masks are still there).
-        `optimizer` is None, an optimizer name ("dense_scene_optimizer", ...) or a
+        `optimizer` is None (this model's: its `optimizer_config`, else `default_optimizer`),
+        "none" (no optimizer), an optimizer name ("dense_scene_optimizer", ...) or a
         `SceneOptimizerBase` instance; `optimizer_kwargs` configure a named one.
         """
         self.call_options(kwargs)  # checked before any image is read
+        if optimizer is None:
+            optimizer = self.optimizer
+        elif isinstance(optimizer, str) and optimizer.strip().lower() in ("none", ""):
+            optimizer = None
         rgb_images = load_images(images, rgb=rgb)
         with torch.inference_mode():
             processed = self.preprocess_images(rgb_images, **kwargs)
             raw = self.infer(processed, **kwargs)
         result = self.postprocess_results(raw, rgb_images, processed, as_pointcloud=as_pointcloud, **kwargs)
         if optimizer is not None:
-            result = self.apply_optimizer_postprocessing(result, raw, processed, optimizer, optimizer_kwargs)
+            result = self.apply_optimizer_postprocessing(result, raw, processed, optimizer, optimizer_kwargs, as_pointcloud)
         return result
 
     def apply_optimizer_postprocessing(
@@ -154,8 +170,10 @@ class SceneFromViewsBase(abc.ABC):
         processed: Any,
         optimizer: Any,
         optimizer_kwargs: dict[str, Any] | None = None,
+        as_pointcloud: bool = True,
     ) -> SceneFromViewsResult:
-        """Refine `result` with a scene optimizer and rebuild the fused cloud from its output."""
+        """Refine `result` with a scene optimizer and rebuild the fused cloud from its output
+        (left empty with `as_pointcloud=False`, as the mapper asks)."""
         from ..optimizers import SceneOptimizerBase, scene_optimizer_factory
 
         if not isinstance(optimizer, SceneOptimizerBase):
@@ -171,5 +189,7 @@ class SceneFromViewsBase(abc.ABC):
             intrinsics=output.intrinsics,
             confidences=output.confidences,
             global_mesh=output.global_mesh if output.global_mesh is not None else result.global_mesh,
-            global_point_cloud=PointCloud.from_views(output.point_clouds, result.processed_images, result.masks),
+            global_point_cloud=(
+                PointCloud.from_views(output.point_clouds, result.processed_images, result.masks) if as_pointcloud else result.global_point_cloud
+            ),
         )

@@ -41,7 +41,7 @@ from ..core.errors import InvalidOptionError, SceneFromViewsError, UnknownKwargE
 from ..core.factory import implemented_types, model_class, scene_from_views_factory
 from ..core.options import Options, OptionSpec, option
 from ..core.types import SceneFromViewsType
-from ..optimizers import SceneOptimizerBase, available_optimizers, optimizer_class, scene_optimizer_factory
+from ..optimizers import NO_OPTIMIZER, SceneOptimizerBase, available_optimizers, optimizer_class, optimizer_from_config
 from .chaining import ChainConfig
 from .global_map import MapConfig
 from .keyframes import KeyframeConfig
@@ -86,8 +86,10 @@ class OptimizerChoice(Options):
 
     prefix: ClassVar[str] = "optimizer."
     type: str = option(
-        "", "Scene optimizer run on each window ('' = none); its settings are optimizer.<option> parameters.",
-        choices=("", *available_optimizers()),
+        "auto", "Scene optimizer run on each window: auto (the model's own: dense_scene_optimizer for dust3r, "
+        "sparse_scene_optimizer for mast3r, none for the others), none (the model's result as it is; dust3r/mast3r: the "
+        "spanning-tree fast path) or an optimizer; its settings are optimizer.<option> parameters.",
+        choices=("auto", "none", *available_optimizers()),
     )
 
 
@@ -280,11 +282,14 @@ class MappingSettings:
         """The model, via the factory (missing weights raise its clear errors)."""
         return scene_from_views_factory(self.model_type, device=self.device, **self.model_options.values())
 
+    @property
+    def optimizer_type(self) -> str:
+        """The optimizer that runs: `optimizer.type`, "auto" resolved to the model's own."""
+        return resolved_optimizer_type(self.optimizer.type, self.run.model_type)
+
     def build_optimizer(self) -> SceneOptimizerBase | None:
         """The scene optimizer, or None; built up front so a bad one fails at start."""
-        if not self.optimizer.type:
-            return None
-        return scene_optimizer_factory(self.optimizer.type, **self.optimizer_kwargs)
+        return optimizer_from_config({"type": self.optimizer_type, **self.optimizer_kwargs}, NO_OPTIMIZER)
 
 
 def _unknown_parameters(names: list[str], valid: list[str]) -> UnknownKwargError:
@@ -296,6 +301,11 @@ def _unknown_parameters(names: list[str], valid: list[str]) -> UnknownKwargError
         f"unknown parameter{'s' if len(names) > 1 else ''} {', '.join(hints)}; every parameter is listed "
         "in config/scene_from_views.yaml and by scene_from_views_map --list-parameters"
     )
+
+
+def resolved_optimizer_type(choice: str, model_type: SceneFromViewsType | str) -> str:
+    """`optimizer.type` with "auto" replaced by the model's own optimizer."""
+    return model_class(model_type).default_optimizer if choice == "auto" else choice
 
 
 def settings_from_parameters(params: Mapping[str, Any]) -> MappingSettings:
@@ -325,11 +335,21 @@ def settings_from_parameters(params: Mapping[str, Any]) -> MappingSettings:
     model_cls = model_class(run.model_type)
     model = model_cls.options_class.create(model_values, exposed_only=True)
     optimizer = built(OptimizerChoice)
-    if optimizer_values and not optimizer.type:
+    optimizer_type = resolved_optimizer_type(optimizer.type, run.model_type)
+    if optimizer_values and optimizer_type == NO_OPTIMIZER:
         names = ", ".join(f"{OPTIMIZER_PREFIX}{name}" for name in optimizer_values)
-        raise InvalidOptionError(f"{names} set but optimizer.type is empty; set optimizer.type or remove them")
-    if optimizer.type:  # an optimizer that is not implemented, or a bad option of it, is refused here
-        optimizer_class(optimizer.type).options_class.create(optimizer_values, exposed_only=True)
+        raise InvalidOptionError(
+            f"{names} set but no optimizer runs (optimizer.type {optimizer.type!r} for model_type {SceneFromViewsType(run.model_type).value!r}); "
+            "set optimizer.type or remove them"
+        )
+    if optimizer_type != NO_OPTIMIZER:  # an optimizer that is not implemented, or a bad option of it, is refused here
+        chosen = optimizer_class(optimizer_type)
+        chosen.options_class.create(optimizer_values, exposed_only=True)
+        if chosen.needs_descriptors and not model_cls.gives_descriptors:
+            raise InvalidOptionError(
+                f"optimizer.type={optimizer_type!r} matches local descriptors, which model_type {SceneFromViewsType(run.model_type).value!r} "
+                "does not give; use model_type mast3r, or optimizer.type dense_scene_optimizer"
+            )
     chain = built(ChainConfig)
     mapper = MapperConfig(
         keyframe=built(KeyframeConfig), window=built(WindowConfig), map=built(MapConfig),

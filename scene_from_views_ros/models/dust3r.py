@@ -261,7 +261,8 @@ def check_family_and_head(weights: Path, cfg: CroCoStereoConfig, family: str) ->
 
 # ----------------------------------------------------------------------------- the model
 class SceneFromViewsDust3r(SceneFromViewsBase):
-    """DUSt3R (Wang et al., CVPR 2024): pairwise point maps, chained over a pair graph.
+    """DUSt3R (Wang et al., CVPR 2024): pairwise point maps, chained over a pair graph and, by
+    default, globally aligned by the dense scene optimizer (`optimizer="none"`: the fast path).
 
     Output scale is the model's own ("map units"), not metres.
     """
@@ -270,6 +271,7 @@ class SceneFromViewsDust3r(SceneFromViewsBase):
     options_class: ClassVar[type[ModelOptions]] = Dust3rOptions
     checkpoint_filenames: ClassVar[tuple[str, ...]] = ("model.safetensors", "model.pth")
     family: ClassVar[str] = "dust3r"
+    default_optimizer: ClassVar[str] = "dense_scene_optimizer"
     options: Dust3rOptions
 
     def __init__(self, device: str | torch.device | None = None, **options: Any) -> None:
@@ -388,13 +390,15 @@ class SceneFromViewsDust3r(SceneFromViewsBase):
 
 
 class SceneFromViewsMast3r(SceneFromViewsDust3r):
-    """MASt3R (Leroy et al., ECCV 2024): DUSt3R with local descriptors; the metric release
-    predicts points in metres."""
+    """MASt3R (Leroy et al., ECCV 2024): DUSt3R with local descriptors, by default aligned by the
+    sparse scene optimizer on matched descriptors; the metric release predicts points in metres."""
 
     model_type: ClassVar[SceneFromViewsType] = SceneFromViewsType.MAST3R
     options_class: ClassVar[type[ModelOptions]] = Mast3rOptions
     family: ClassVar[str] = "mast3r"
     is_metric: ClassVar[bool] = True
+    gives_descriptors: ClassVar[bool] = True
+    default_optimizer: ClassVar[str] = "sparse_scene_optimizer"
     options: Mast3rOptions
 
 

@@ -7,9 +7,10 @@ from .base import (
     SceneOptimizerOutput,
     optimizer_input_from_result,
 )
-from .factory import available_optimizers, optimizer_class, scene_optimizer_factory
+from .factory import NO_OPTIMIZER, available_optimizers, optimizer_class, optimizer_from_config, scene_optimizer_factory
 
 __all__ = [
+    "NO_OPTIMIZER",
     "OptimizerOptions",
     "PairPrediction",
     "SceneOptimizerBase",
@@ -17,6 +18,7 @@ __all__ = [
     "SceneOptimizerOutput",
     "available_optimizers",
     "optimizer_class",
+    "optimizer_from_config",
     "optimizer_input_from_result",
     "scene_optimizer_factory",
 ]

@@ -103,6 +103,8 @@ class SceneOptimizerBase(abc.ABC):
 
     name: ClassVar[str]
     options_class: ClassVar[type[OptimizerOptions]] = OptimizerOptions
+    #: Whether it needs the pairs' local descriptors (`desc_*`), which only some models give.
+    needs_descriptors: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = self.options_class.create(options)

@@ -2,19 +2,38 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
-from ..core.errors import ModelNotImplementedError, UnknownModelTypeError
+from ..core.errors import InvalidOptionError, ModelNotImplementedError, UnknownModelTypeError
 from .base import SceneOptimizerBase
 
 # name -> "module:Class" of its implementation, or None while the optimizer is not implemented.
 # "global_aligner" is the seed API's other name of the dense optimizer.
 _OPTIMIZERS: dict[str, str | None] = {
-    "dense_scene_optimizer": None,
-    "global_aligner": None,
-    "sparse_scene_optimizer": None,
-    "tsdf_refinement": None,
+    "dense_scene_optimizer": "scene_from_views_ros.optimizers.dense:DenseSceneOptimizer",
+    "global_aligner": "scene_from_views_ros.optimizers.dense:DenseSceneOptimizer",
+    "sparse_scene_optimizer": "scene_from_views_ros.optimizers.sparse:SparseSceneOptimizer",
+    "tsdf_refinement": "scene_from_views_ros.optimizers.tsdf:TsdfRefinement",
 }
+
+
+NO_OPTIMIZER = "none"  # no optimizer: a model's own result (DUSt3R/MASt3R: the spanning-tree fast path)
+
+
+def optimizer_from_config(config: Mapping[str, Any] | None, default: str) -> SceneOptimizerBase | None:
+    """The optimizer an `optimizer_config` ({"type": name, **options}) describes; None for
+    type "none"; `default` (a model's own choice) when no config or no type is given."""
+    values = dict(config or {})
+    name = str(values.pop("type", default) or NO_OPTIMIZER)
+    if name.strip().lower() == NO_OPTIMIZER:
+        if values:
+            raise InvalidOptionError(
+                f"optimizer options {', '.join(sorted(values))} given but the optimizer type is none; name the optimizer "
+                '(optimizer_config={"type": "dense_scene_optimizer", ...}) or drop them'
+            )
+        return None
+    return scene_optimizer_factory(name, **values)
 
 
 def available_optimizers() -> dict[str, bool]:
@@ -31,7 +50,7 @@ def optimizer_class(name: str) -> type[SceneOptimizerBase]:
     if target is None:
         raise ModelNotImplementedError(
             f"optimizer {key!r} is not implemented in this release; run without an optimizer "
-            "(ROS: optimizer.type:='')"
+            "(ROS: optimizer.type:=none)"
         )
     module_name, class_name = target.split(":")
     return getattr(importlib.import_module(module_name), class_name)

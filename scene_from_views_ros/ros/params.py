@@ -35,7 +35,7 @@ from ..mapping.settings import (
     parameters,
     settings_from_parameters,
 )
-from ..optimizers import SceneOptimizerBase
+from ..optimizers import NO_OPTIMIZER, SceneOptimizerBase
 
 # Parameters every rclpy node has; they are ROS's, not ours to check.
 ROS_NODE_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service"})
@@ -116,7 +116,7 @@ class Backend:
 
     @property
     def reconstruct_kwargs(self) -> dict[str, Any]:
-        return {} if self.optimizer is None else {"optimizer": self.optimizer}
+        return {"optimizer": self.optimizer if self.optimizer is not None else NO_OPTIMIZER}
 
 
 def call_option_values(options: Options, model: SceneFromViewsBase) -> Mapping[str, Any]:
