@@ -171,3 +171,21 @@ def test_runs_after_a_model(kind, kwargs):
     # Point clouds are the refined depths unprojected into the world (view 0's frame).
     expected = unproject_depth(np.stack(refined.depth_predictions), np.stack(refined.intrinsics), np.stack(refined.camera_poses))
     assert np.allclose(np.stack(refined.point_clouds), expected, atol=1e-4)
+
+
+def test_runs_after_an_optimizer_in_a_list():
+    model = scene_from_views_factory(
+        "dust3r", device="cpu", checkpoint=FIXTURES / "dust3r_tiny" / "weights.safetensors",
+        config=FIXTURES / "dust3r_tiny" / "config.json", image_size=64,
+    )
+    sequence = make_sequence(60, 64, 48)
+    images = [sequence.render(i)[0] for i in (0, 2, 4)]
+    dense = scene_optimizer_factory("dense_scene_optimizer", niter=10)
+    aligned = model.reconstruct(images, rgb=True, optimizer=dense)
+    thresh = float(0.05 * np.median(np.concatenate([d.ravel() for d in aligned.depth_predictions])))
+    tsdf = scene_optimizer_factory("tsdf_refinement", TSDF_thresh=thresh, subsample=2, num_samples=64)
+    both = model.reconstruct(images, rgb=True, optimizer=[dense, tsdf])
+    assert all(np.allclose(a, b) for a, b in zip(aligned.camera_poses, both.camera_poses, strict=True))  # TSDF keeps the aligned poses
+    assert not np.allclose(np.stack(aligned.depth_predictions), np.stack(both.depth_predictions))
+    with pytest.raises(UnknownKwargError, match="pass configured instances"):
+        model.reconstruct(images, rgb=True, optimizer=["dense_scene_optimizer", "tsdf_refinement"], optimizer_kwargs={"niter": 5})

@@ -146,8 +146,9 @@ class SceneFromViewsBase(abc.ABC):
         `kwargs` are per-call options (see `call_kwargs`).  `as_pointcloud=False` skips
         fusing the global cloud (the per-view outputs and masks are still there).
         `optimizer` is None (this model's: its `optimizer_config`, else `default_optimizer`),
-        "none" (no optimizer), an optimizer name ("dense_scene_optimizer", ...) or a
-        `SceneOptimizerBase` instance; `optimizer_kwargs` configure a named one.
+        "none" (no optimizer), an optimizer name ("dense_scene_optimizer", ...), a
+        `SceneOptimizerBase` instance, or a list of them run in turn (e.g. an alignment, then
+        "tsdf_refinement"); `optimizer_kwargs` configure a named one.
         """
         self.call_options(kwargs)  # checked before any image is read
         if optimizer is None:
@@ -173,9 +174,20 @@ class SceneFromViewsBase(abc.ABC):
         as_pointcloud: bool = True,
     ) -> SceneFromViewsResult:
         """Refine `result` with a scene optimizer and rebuild the fused cloud from its output
-        (left empty with `as_pointcloud=False`, as the mapper asks)."""
+        (left empty with `as_pointcloud=False`, as the mapper asks).  A list of optimizers
+        (names or instances) runs in turn, each refining the previous one's result, e.g.
+        ["dense_scene_optimizer", "tsdf_refinement"]; configure its members as instances."""
         from ..optimizers import SceneOptimizerBase, scene_optimizer_factory
 
+        if isinstance(optimizer, (list, tuple)):
+            if optimizer_kwargs:
+                raise UnknownKwargError(
+                    "optimizer_kwargs cannot say which optimizer of a list they configure; pass configured instances "
+                    "(scene_optimizer_factory(name, **options)) in the list instead"
+                )
+            for member in optimizer:
+                result = self.apply_optimizer_postprocessing(result, raw, processed, member, None, as_pointcloud)
+            return result
         if not isinstance(optimizer, SceneOptimizerBase):
             optimizer = scene_optimizer_factory(str(optimizer), **(optimizer_kwargs or {}))
         optimizer_input = self.create_optimizer_input(raw, processed)
