@@ -188,7 +188,7 @@ def test_hub_config_fields_unknown_ignored_missing_defaulted(tmp_path: Path) -> 
     assert "Infinity" in (folder / "config.json").read_text()
     (folder / "model.safetensors").symlink_to(FIXTURES / "mast3r_tiny" / "weights.safetensors")
     model = SceneFromViewsMast3r(checkpoint=folder, device="cpu")
-    assert model.cfg.family == "mast3r" and model.cfg.desc_mode == "norm" and model.cfg.descriptor_dim == 24
+    assert model.cfg.family == "mast3r" and model.cfg.desc_mode == "norm" and model.cfg.descriptor_dim == 8
 
 
 def test_constructor_strings_are_parsed_never_evaluated(tmp_path: Path) -> None:
@@ -338,7 +338,8 @@ def test_the_optimizer_input_holds_every_pair(mast3r: SceneFromViewsMast3r, dust
         h_i, w_i = processed.true_shapes[prediction.i]
         h_j, w_j = processed.true_shapes[prediction.j]
         assert prediction.pts3d_i.shape == (h_i, w_i, 3) and prediction.pts3d_j_in_i.shape == (h_j, w_j, 3)
-        assert prediction.desc_i.shape == (h_i, w_i, 24) and prediction.desc_j.shape == (h_j, w_j, 24)
+        width = mast3r.cfg.descriptor_dim
+        assert prediction.desc_i.shape == (h_i, w_i, width) and prediction.desc_j.shape == (h_j, w_j, width)
         np.testing.assert_allclose(np.linalg.norm(prediction.desc_i, axis=-1), 1.0, atol=1e-5)
         assert prediction.conf_i.min() >= 1.0 and prediction.desc_conf_j.min() > 0.0
         assert np.median(prediction.pts3d_i[..., 2]) > 0  # the fixture's heads put points in front

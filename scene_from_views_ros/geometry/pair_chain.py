@@ -29,7 +29,7 @@ Differences from the reference, on purpose:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -210,22 +210,30 @@ def _pnp_pose(
     return chosen, invert_sim3(world_to_camera)
 
 
-def _check_predictions(pair_predictions: Sequence[PairPrediction], num_views: int) -> list[tuple[int, int] | None]:
-    """Check indices and shapes; return each view's (H, W), None for a view no pair mentions."""
+def check_pair_predictions(pair_predictions: Sequence[PairPrediction], num_views: int) -> list[tuple[int, int] | None]:
+    """Check the pairs' view indices and map shapes (shared by every consumer of pair
+    predictions); return each view's (H, W), None for a view no pair mentions."""
     if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 2:
         raise InvalidOptionError(
             f"num_views={num_views!r} is not allowed: a pairwise model needs at least 2 views; duplicate the image on "
             "purpose if you want a single-view result"
         )
     if not pair_predictions:
-        raise InvalidOptionError("pair_predictions is empty: run the pairwise model on the pairs of make_pairs(num_views, ...)")
+        raise InvalidOptionError(
+            "no pair predictions (pair_predictions is empty): run the pairwise model on the pairs of make_pairs(num_views, ...)"
+        )
     shapes: list[tuple[int, int] | None] = [None] * num_views
     for pair in pair_predictions:
-        i, j = int(pair.i), int(pair.j)
-        if not (0 <= i < num_views and 0 <= j < num_views) or i == j:
+        i, j = pair.i, pair.j
+        if not (isinstance(i, (int, np.integer)) and isinstance(j, (int, np.integer)) and 0 <= i < num_views and 0 <= j < num_views):
             raise InvalidOptionError(
-                f"pair ({pair.i}, {pair.j}) is not allowed with num_views={num_views}: expected two different view "
-                f"indices in [0, {num_views - 1}]"
+                f"pair ({i}, {j}) is not allowed with num_views={num_views}: it names a view outside [0, {num_views - 1}]; "
+                "pair indices must index the images"
+            )
+        if i == j:
+            raise InvalidOptionError(
+                f"pair ({i}, {j}) is not allowed with num_views={num_views}: it pairs a view with itself; a pair needs two "
+                "different views"
             )
         for view, points, conf, name in ((i, pair.pts3d_i, pair.conf_i, "pts3d_i"), (j, pair.pts3d_j_in_i, pair.conf_j, "pts3d_j_in_i")):
             points_shape, conf_shape = np.shape(points), np.shape(conf)
@@ -234,28 +242,37 @@ def _check_predictions(pair_predictions: Sequence[PairPrediction], num_views: in
                     f"pair ({i}, {j}): {name} {points_shape} with confidences {conf_shape} is not allowed: expected "
                     "points (H, W, 3) and confidences (H, W)"
                 )
-            known = shapes[view]
+            known = shapes[int(view)]
             if known is not None and known != conf_shape:
                 raise InvalidOptionError(
                     f"pair ({i}, {j}): view {view} is {conf_shape[0]}x{conf_shape[1]} here but {known[0]}x{known[1]} in "
                     "another pair; every pair must predict a view on the same pixel grid"
                 )
-            shapes[view] = (conf_shape[0], conf_shape[1])
+            shapes[int(view)] = (int(conf_shape[0]), int(conf_shape[1]))
     return shapes
 
 
-def _check_connected(edges: dict[tuple[int, int], int], num_views: int) -> None:
-    """Raise, naming the views cut off from view 0, unless the pairs connect all views."""
-    rows = [a for a, _b in edges]
-    cols = [b for _a, b in edges]
-    graph = coo_matrix((np.ones(len(edges)), (rows, cols)), shape=(num_views, num_views))
+def view_confidences(pair_predictions: Sequence[PairPrediction], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """Each view's best confidence over the pairs that predict it (the references' `im_conf`)."""
+    best = [np.zeros(shape, dtype=np.float32) for shape in shapes]
+    for pair in pair_predictions:
+        best[pair.i] = np.maximum(best[pair.i], np.asarray(pair.conf_i, dtype=np.float32))
+        best[pair.j] = np.maximum(best[pair.j], np.asarray(pair.conf_j, dtype=np.float32))
+    return best
+
+
+def check_pairs_connected(edges: Iterable[tuple[int, int]], num_views: int) -> None:
+    """Raise, naming the views cut off from view 0, unless the pairs connect all views (their
+    relative scale and pose would be free otherwise)."""
+    edge_list = [(int(a), int(b)) for a, b in edges]
+    graph = coo_matrix((np.ones(len(edge_list)), ([a for a, _b in edge_list], [b for _a, b in edge_list])), shape=(num_views, num_views))
     count, labels = connected_components(graph, directed=False)
     if count == 1:
         return
     cut_off = [int(view) for view in np.flatnonzero(labels != labels[0])]
     groups = [[int(view) for view in np.flatnonzero(labels == label)] for label in np.unique(labels)]
     raise InvalidOptionError(
-        f"the pair graph does not connect all {num_views} views: view{'s' if len(cut_off) > 1 else ''} {cut_off} "
+        f"the pairs do not connect all {num_views} views: view{'s' if len(cut_off) > 1 else ''} {cut_off} "
         f"share no chain of pairs with view 0 (connected groups: {groups}); infer more pairs, e.g. "
         'scene_graph="complete" or a larger winsize'
     )
@@ -277,7 +294,7 @@ def chain_pairs(
     (max(H, W) / (2 tan 30 deg)), as DUSt3R bounds them: a degenerate point map (random
     weights, a textureless wall) cannot give a zero or negative focal.
     """
-    shapes = _check_predictions(pair_predictions, num_views)
+    shapes = check_pair_predictions(pair_predictions, num_views)
     scores = np.array([float(np.mean(pair.conf_i)) * float(np.mean(pair.conf_j)) for pair in pair_predictions])
     scores = np.where(np.isfinite(scores), scores, -np.inf)
     # Best first; ties keep the input order (a stable sort), so the tree is deterministic.
@@ -289,7 +306,7 @@ def chain_pairs(
     for index in order:
         pair = pair_predictions[index]
         best_of_edge.setdefault((min(pair.i, pair.j), max(pair.i, pair.j)), int(index))
-    _check_connected(best_of_edge, num_views)
+    check_pairs_connected(best_of_edge, num_views)
 
     # The spanning tree depends only on the order of the weights, so ranks (all positive,
     # which keeps scipy from dropping an edge as a zero) stand in for the negated scores.
@@ -333,16 +350,8 @@ def chain_pairs(
         if own[view] is None:
             own[view] = index
 
-    confidences = []
-    for view, shape in enumerate(shapes):
-        assert shape is not None  # _check_connected saw every view in a pair
-        best = np.zeros(shape, dtype=np.float32)
-        for pair in pair_predictions:
-            if pair.i == view:
-                best = np.maximum(best, np.asarray(pair.conf_i, dtype=np.float32))
-            if pair.j == view:
-                best = np.maximum(best, np.asarray(pair.conf_j, dtype=np.float32))
-        confidences.append(best)
+    assert all(shape is not None for shape in shapes)  # check_pairs_connected saw every view in a pair
+    confidences = view_confidences(pair_predictions, [shape for shape in shapes if shape is not None])
 
     poses = np.tile(np.eye(4), (num_views, 1, 1))
     focals = np.zeros(num_views)

@@ -38,7 +38,8 @@ from scipy.spatial.transform import Rotation
 
 from ..core.errors import InvalidOptionError
 from ..core.options import option
-from ..geometry.pair_chain import chain_pairs, estimate_focal
+from ..geometry.camera import quaternion_to_matrix, unproject_depth
+from ..geometry.pair_chain import chain_pairs, check_pair_predictions, check_pairs_connected, estimate_focal, view_confidences
 from ..geometry.sim3 import invert_sim3, umeyama
 from .base import OptimizerOptions, PairPrediction, SceneOptimizerBase, SceneOptimizerInput, SceneOptimizerOutput
 
@@ -109,76 +110,34 @@ class DenseRunInfo:
 
 
 def _check_input(optimizer_input: SceneOptimizerInput) -> list[tuple[int, int]]:
-    """Each view's (H, W), after checking indices, shapes and finiteness of every pair."""
+    """Each view's (H, W), after checking indices, shapes (against true_shapes too) and
+    finiteness of every pair, and that the pairs connect every view."""
     pairs = optimizer_input.pair_predictions
     num_views = optimizer_input.num_views
-    if not pairs:
-        raise InvalidOptionError("the optimizer input has no pair predictions: run the pairwise model on at least one view pair")
-    if num_views < 2:
-        raise InvalidOptionError(f"the optimizer input has {num_views} view(s): global alignment needs at least 2")
     true_shapes = np.asarray(optimizer_input.true_shapes)
     if true_shapes.shape != (num_views, 2):
         raise InvalidOptionError(
             f"true_shapes has shape {true_shapes.shape}: expected ({num_views}, 2), one [H, W] per view of `images`"
         )
-    seen: list[tuple[int, int] | None] = [None] * num_views
-    for index, pair in enumerate(pairs):
-        i, j = pair.i, pair.j
-        if not (isinstance(i, (int, np.integer)) and isinstance(j, (int, np.integer))) or not (0 <= i < num_views and 0 <= j < num_views):
+    seen = check_pair_predictions(pairs, num_views)
+    for view, shape in enumerate(seen):
+        if shape is not None and shape != tuple(int(v) for v in true_shapes[view]):
             raise InvalidOptionError(
-                f"pair #{index} ({i}, {j}) names a view outside [0, {num_views - 1}]: pair indices must index `images`"
+                f"view {view} is {shape[0]}x{shape[1]} in the pairs but true_shapes[{view}] = {true_shapes[view].tolist()}; "
+                "pass the shapes of the images the model saw"
             )
-        if i == j:
-            raise InvalidOptionError(f"pair #{index} ({i}, {j}) pairs a view with itself: a pair needs two different views")
-        for view, points, conf, name in ((i, pair.pts3d_i, pair.conf_i, "pts3d_i"), (j, pair.pts3d_j_in_i, pair.conf_j, "pts3d_j_in_i")):
-            points, conf = np.asarray(points), np.asarray(conf)
-            if points.ndim != 3 or points.shape[2] != 3 or conf.shape != points.shape[:2]:
-                raise InvalidOptionError(
-                    f"pair ({i}, {j}): {name} {points.shape} with confidences {conf.shape}: expected points (H, W, 3) and "
-                    "confidences (H, W)"
-                )
-            shape = (int(conf.shape[0]), int(conf.shape[1]))
-            known = seen[view]
-            if known is not None and known != shape:
-                raise InvalidOptionError(
-                    f"pair ({i}, {j}): view {view} is {shape[0]}x{shape[1]} here but {known[0]}x{known[1]} in an earlier pair; "
-                    "every pair must predict a view on the same pixel grid"
-                )
-            if shape != tuple(int(v) for v in true_shapes[view]):
-                raise InvalidOptionError(
-                    f"pair ({i}, {j}): view {view} is {shape[0]}x{shape[1]} but true_shapes[{view}] = {true_shapes[view].tolist()}; "
-                    "pass the shapes of the images the model saw"
-                )
-            seen[view] = shape
+    for pair in pairs:
+        for points, conf, name in ((pair.pts3d_i, pair.conf_i, "pts3d_i"), (pair.pts3d_j_in_i, pair.conf_j, "pts3d_j_in_i")):
             if not (np.isfinite(points).all() and np.isfinite(conf).all()):
                 raise InvalidOptionError(
-                    f"pair ({i}, {j}): {name} or its confidences contain NaN or infinity; check the model's output "
+                    f"pair ({pair.i}, {pair.j}): {name} or its confidences contain NaN or infinity; check the model's output "
                     "(e.g. half precision overflow) before aligning"
                 )
     missing = [view for view, shape in enumerate(seen) if shape is None]
     if missing:
         raise InvalidOptionError(f"views {missing} appear in no pair: every view needs at least one pair prediction")
-    _check_connected(pairs, num_views)
+    check_pairs_connected(((pair.i, pair.j) for pair in pairs), num_views)
     return [shape for shape in seen if shape is not None]
-
-
-def _check_connected(pairs: list[PairPrediction], num_views: int) -> None:
-    """Raise unless the pairs connect all views (otherwise their relative scale is free)."""
-    parent = list(range(num_views))
-
-    def root(view: int) -> int:
-        while parent[view] != view:
-            parent[view] = parent[parent[view]]
-            view = parent[view]
-        return view
-
-    for pair in pairs:
-        parent[root(int(pair.i))] = root(int(pair.j))
-    cut_off = [view for view in range(num_views) if root(view) != root(0)]
-    if cut_off:
-        raise InvalidOptionError(
-            f"the pairs do not connect views {cut_off} to view 0: infer more pairs (e.g. scene_graph='complete')"
-        )
 
 
 def _check_state(state: DenseState, shapes: list[tuple[int, int]], num_edges: int) -> None:
@@ -210,17 +169,6 @@ def _signed_expm1(x: torch.Tensor) -> torch.Tensor:
 
 def _signed_log1p(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
-
-
-def _quat_to_rotation(quat: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices (..., 3, 3) of quaternions (..., 4) in x, y, z, w order (normalised here)."""
-    x, y, z, w = (quat / quat.norm(dim=-1, keepdim=True)).unbind(-1)
-    rows = (
-        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
-    )
-    return torch.stack(rows, dim=-1).reshape(quat.shape[:-1] + (3, 3))
 
 
 def _rotation_to_quat(rotation: np.ndarray) -> np.ndarray:
@@ -365,14 +313,14 @@ class _Parameters:
 
     def camera(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Rotations (N, 3, 3), translations (N, 3), focals (N,), principal points (N, 2)."""
-        return (_quat_to_rotation(self.quat), _signed_expm1(self.trans), torch.exp(self.log_focal / FOCAL_BREAK),
+        return (quaternion_to_matrix(self.quat), _signed_expm1(self.trans), torch.exp(self.log_focal / FOCAL_BREAK),
                 self.centres + PP_SCALE * self.pp)
 
     def pair_similarities(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per pair, s R (E, 3, 3) and s t (E, 3), with the mean log scale pinned to log(BASE_SCALE)."""
         log_scale = self.pw_log_scale - self.pw_log_scale.mean() + np.log(BASE_SCALE)
         scale = torch.exp(log_scale)
-        return scale[:, None, None] * _quat_to_rotation(self.pw_quat), scale[:, None] * _signed_expm1(self.pw_trans)
+        return scale[:, None, None] * quaternion_to_matrix(self.pw_quat), scale[:, None] * _signed_expm1(self.pw_trans)
 
     def world_points(self, problem: _Problem) -> list[torch.Tensor]:
         """Per view group, the views' world points (n_g, 3, H*W)."""
@@ -523,24 +471,8 @@ def _random_state(num_edges: int, shapes: list[tuple[int, int]], seed: int) -> D
 # --------------------------------------------------------------------------- outputs
 
 
-def _unproject(depth: np.ndarray, focal: float, pp: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    height, width = depth.shape
-    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    camera = np.stack([(u - pp[0]) * depth / focal, (v - pp[1]) * depth / focal, depth], axis=-1)
-    return camera @ pose[:3, :3].T + pose[:3, 3]
-
-
 def _intrinsics(focal: float, pp: np.ndarray) -> np.ndarray:
     return np.array([[focal, 0.0, pp[0]], [0.0, focal, pp[1]], [0.0, 0.0, 1.0]])
-
-
-def _image_confidences(pairs: list[PairPrediction], shapes: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Each view's best confidence over the pairs (reference `im_conf`)."""
-    best = [np.zeros(shape, dtype=np.float32) for shape in shapes]
-    for pair in pairs:
-        best[pair.i] = np.maximum(best[pair.i], np.asarray(pair.conf_i, dtype=np.float32))
-        best[pair.j] = np.maximum(best[pair.j], np.asarray(pair.conf_j, dtype=np.float32))
-    return best
 
 
 def clean_confidences(
@@ -677,7 +609,7 @@ class DenseSceneOptimizer(SceneOptimizerBase):
         opts = self.options
         shapes = _check_input(optimizer_input)
         pairs = optimizer_input.pair_predictions
-        confidences = _image_confidences(pairs, shapes)
+        confidences = view_confidences(pairs, shapes)
         self.last_run = DenseRunInfo()
         shortcut = _two_view(pairs, shapes, confidences, opts.min_conf_thr) if initial_state is None else None
         if shortcut is not None:
@@ -690,7 +622,7 @@ class DenseSceneOptimizer(SceneOptimizerBase):
             state = self._run(optimizer_input, shapes, state)
             poses, focals, pps, depths = state.camera_poses, state.focals, state.principal_points, state.depths
             poses, depths = self._to_view0(pairs, state)
-        clouds = [_unproject(d, f, pp, pose) for d, f, pp, pose in zip(depths, focals, pps, poses, strict=True)]
+        clouds = [unproject_depth(d[None], _intrinsics(f, pp)[None], pose[None])[0] for d, f, pp, pose in zip(depths, focals, pps, poses, strict=True)]
         intrinsics = [_intrinsics(float(f), pp) for f, pp in zip(focals, pps, strict=True)]
         if opts.clean_depth:
             confidences = clean_confidences(confidences, poses, np.stack(intrinsics), depths, clouds)

@@ -53,9 +53,10 @@ from scipy.spatial.distance import squareform
 
 from ..core.errors import InvalidOptionError
 from ..core.options import option
+from ..geometry.camera import quaternion_to_matrix
 from ..geometry.pair_chain import estimate_focal
 from .base import OptimizerOptions, PairPrediction, SceneOptimizerBase, SceneOptimizerInput, SceneOptimizerOutput
-from .dense import _check_input, _intrinsics, _quat_to_rotation
+from .dense import _check_input, _intrinsics
 
 KINEMATIC_MODES = ("mst", "hclust-ward", "hclust-complete", "hclust-single", "hclust-average", "hclust-weighted",
                    "hclust-centroid", "hclust-median")
@@ -353,7 +354,7 @@ class _Model(torch.nn.Module):
         scaling = 1.0 / sizes.min()
         z_cam = sizes * p.median_depth * focal / p.base_focal
         rel = torch.eye(4, device=focal.device).repeat(len(focal), 1, 1)
-        rel[:, :3, :3] = _quat_to_rotation(self.quat)
+        rel[:, :3, :3] = quaternion_to_matrix(self.quat)
         rel[:, :3, 3] = self.trans
         chain: list[torch.Tensor | None] = [None] * len(focal)
         chain[self.root] = rel[self.root]
