@@ -49,6 +49,35 @@ def _texture(world: np.ndarray) -> np.ndarray:
     return np.clip(255 * (0.3 + 0.5 * shade * (0.5 + 0.5 * cells[..., None])), 0, 255).astype(np.uint8)
 
 
+@dataclass
+class RenderedViews:
+    """True views of the room: camera-to-room poses, the same in view 0's frame, focals, camera-frame
+    points (N, H, W, 3), depths and textured images."""
+
+    world_poses: np.ndarray
+    camera_poses: np.ndarray
+    focals: np.ndarray
+    points: np.ndarray
+    depths: np.ndarray
+    images: list[np.ndarray]
+
+
+def render_views(num_views: int, height: int, width: int, focal: float, rng: np.random.Generator) -> RenderedViews:
+    """Cameras turning ~25 degrees apart at random spots of the room, and what they see."""
+    poses = []
+    for k in range(num_views):
+        pose = np.eye(4)
+        angles = [rng.uniform(-0.1, 0.1), 0.45 * k + rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05)]
+        pose[:3, :3] = Rotation.from_euler("xyz", angles).as_matrix()
+        pose[:3, 3] = rng.uniform(-0.6, 0.6, 3)
+        poses.append(pose)
+    world_from_0 = np.linalg.inv(poses[0])
+    clean = np.stack([_render(pose, height, width, focal) for pose in poses])
+    images = [_texture(points @ pose[:3, :3].T + pose[:3, 3]) for points, pose in zip(clean, poses, strict=True)]
+    return RenderedViews(np.stack(poses), np.stack([world_from_0 @ pose for pose in poses]), np.full(num_views, float(focal)),
+                         clean, clean[..., 2].copy(), images)
+
+
 def make_scene(
     num_views: int = 5,
     height: int = 48,
@@ -61,19 +90,8 @@ def make_scene(
 ) -> SyntheticScene:
     """A room seen by `num_views` cameras turning ~25 degrees apart; every ordered pair unless `pairs`."""
     rng = np.random.default_rng(seed)
-    poses = []
-    for k in range(num_views):
-        pose = np.eye(4)
-        angles = [rng.uniform(-0.1, 0.1), 0.45 * k + rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05)]
-        pose[:3, :3] = Rotation.from_euler("xyz", angles).as_matrix()
-        pose[:3, 3] = rng.uniform(-0.6, 0.6, 3)
-        poses.append(pose)
-    world_from_0 = np.linalg.inv(poses[0])
-    camera_poses = np.stack([world_from_0 @ pose for pose in poses])
-    focals = np.full(num_views, float(focal))
-    clean = [_render(pose, height, width, focal) for pose in poses]
-    depths = np.stack([points[..., 2] for points in clean])
-    images = [_texture(points @ pose[:3, :3].T + pose[:3, 3]) for points, pose in zip(clean, poses, strict=True)]
+    views = render_views(num_views, height, width, focal, rng)
+    poses, clean = views.world_poses, views.points
 
     def observe(view: int) -> tuple[np.ndarray, np.ndarray]:
         """One noisy prediction of a view's own-frame points, and its confidences."""
@@ -97,8 +115,8 @@ def make_scene(
         ))
         scales.append(scale)
     shapes = np.tile(np.array([height, width], dtype=np.int32), (num_views, 1))
-    optimizer_input = SceneOptimizerInput(predictions, images, shapes)
-    return SyntheticScene(optimizer_input, camera_poses, focals, depths, np.array(scales))
+    optimizer_input = SceneOptimizerInput(predictions, views.images, shapes)
+    return SyntheticScene(optimizer_input, views.camera_poses, views.focals, views.depths, np.array(scales))
 
 
 def sim3_align(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

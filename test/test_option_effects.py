@@ -273,6 +273,24 @@ def test_the_optimizer_refines_every_window(tmp_path: Path, capsys: pytest.Captu
     assert refused.code == 2 and "does not give" in refused.stderr and not refused.out.exists()
 
 
+def test_optimizers_then_run_after_the_main_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """optimizer.then: TSDF refinement after the dense optimizer re-chooses depths, not cameras.
+    (After the random tiny VGGT alone it would refuse windows: their focal lengths are not positive.)"""
+    dense = {**BASELINE, "optimizer.type": "dense_scene_optimizer", "optimizer.niter": 10}
+    plain = run(tmp_path, capsys, dense)
+    tsdf = run(tmp_path, capsys, {**dense, "optimizer.then": ["tsdf_refinement"], "optimizer.TSDF_thresh": 0.05,
+                                  "optimizer.subsample": 2, "optimizer.num_samples": 32})
+    assert tsdf.code == 0 and len(tsdf.keyframes) == len(plain.keyframes)
+    # the first window's cameras stay (later windows are chained through the refined depths)
+    np.testing.assert_allclose(tsdf.poses[:4], plain.poses[:4], atol=1e-5)
+    changed = np.mean(~np.isclose(tsdf.depth(0), plain.depth(0), rtol=1e-4))
+    assert changed > 0.01, changed
+    refused = run(tmp_path, capsys, {**BASELINE, "optimizer.then": ["tsdf"]})
+    assert refused.code == 2 and "optimizer.then" in refused.stderr and "tsdf_refinement" in refused.stderr
+    unused = run(tmp_path, capsys, {**BASELINE, "optimizer.then": ["tsdf_refinement"], "optimizer.niter": 5})
+    assert unused.code == 2 and "optimizer.niter" in unused.stderr
+
+
 # Parameters whose effect another test shows (file::test), and why not here.
 SHOWN_ELSEWHERE = {
     "window.period_s": "test_option_effects.py::test_window_period_places_partial_windows",
@@ -283,6 +301,7 @@ SHOWN_ELSEWHERE = {
     "camera_frame": "test_option_effects.py::test_camera_frame_names_the_newest_camera_in_the_replay_bag",
     "device": "test_option_effects.py::test_device_is_the_one_the_model_runs_on",
     "optimizer.type": "test_option_effects.py::test_the_optimizer_refines_every_window",
+    "optimizer.then": "test_option_effects.py::test_optimizers_then_run_after_the_main_one",
     # CUDA precision: the CPU always computes in float32.
     "model.dtype": "test_vggt.py::test_reduced_precision_only_on_cuda",
     # A memory bound: outputs are equal by design, the heads run in more, smaller chunks.

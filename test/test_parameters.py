@@ -172,6 +172,29 @@ def test_parameter_file_in_the_node_format(tmp_path: Path) -> None:
     assert load_parameter_file(path, "other_node")["window.size"] == 99
 
 
+def test_optimizer_then_chains_optimizers_and_routes_their_options() -> None:
+    """MASt3R's use_tsdf as parameters: the sparse optimizer, then TSDF refinement; a shared
+    option (subsample) reaches both, the others only the optimizer that declares them."""
+    settings = settings_from_parameters({
+        "model_type": "mast3r", "optimizer.then": ["tsdf_refinement"], "optimizer.TSDF_thresh": 0.02,
+        "optimizer.subsample": 4, "optimizer.niter1": 50,
+    })
+    assert settings.optimizer_types == ["sparse_scene_optimizer", "tsdf_refinement"]
+    sparse, tsdf = settings.build_optimizer()
+    assert (sparse.name, sparse.options.subsample, sparse.options.niter1) == ("sparse_scene_optimizer", 4, 50)
+    assert (tsdf.name, tsdf.options.subsample, tsdf.options.TSDF_thresh) == ("tsdf_refinement", 4, 0.02)
+    after_vggt = settings_from_parameters({"optimizer.then": ["tsdf_refinement"], "optimizer.TSDF_thresh": 0.1}).build_optimizer()
+    assert after_vggt.name == "tsdf_refinement" and after_vggt.options.TSDF_thresh == 0.1
+    with pytest.raises(InvalidOptionError, match=r"optimizer.then.*'tsdf' is no optimizer.*tsdf_refinement"):
+        settings_from_parameters({"optimizer.then": ["tsdf"]})
+    with pytest.raises(UnknownKwargError, match=r"optimizer.niter1"):
+        settings_from_parameters({"optimizer.then": ["tsdf_refinement"], "optimizer.niter1": 5})
+    with pytest.raises(InvalidOptionError, match=r"optimizer.TSDF_thresh=-1"):
+        settings_from_parameters({"model_type": "mast3r", "optimizer.then": ["tsdf_refinement"], "optimizer.TSDF_thresh": -1.0})
+    with pytest.raises(InvalidOptionError, match="matches local descriptors"):
+        settings_from_parameters({"optimizer.type": "none", "optimizer.then": ["sparse_scene_optimizer"]})
+
+
 def test_parameter_file_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="cannot read parameter file"):
         load_parameter_file(tmp_path / "missing.yaml")

@@ -298,6 +298,15 @@ def test_a_failed_rebuild_keeps_the_model_and_reverts_its_parameters(
     assert running_node.backend.model.network is old_model.network
 
 
+def test_optimizer_then_is_set_at_runtime_and_checked(running_node: SceneFromViewsNode) -> None:
+    refused = running_node.set_parameters([Parameter("optimizer.then", value=["bogus"])])[0]
+    assert not refused.successful and "optimizer.then" in refused.reason and "tsdf_refinement" in refused.reason
+    assert running_node.backend.optimizer is None
+    assert running_node.set_parameters([Parameter("optimizer.then", value=["tsdf_refinement"])])[0].successful
+    assert running_node.backend.optimizer.name == "tsdf_refinement"
+    assert running_node.set_parameters([Parameter("optimizer.then", value=[""])])[0].successful is False
+
+
 def test_optimizer_parameters_are_forwarded_and_checked() -> None:
     settings = settings_from_parameters({**TINY_PARAMS, "optimizer.type": "dense_scene_optimizer", "optimizer.niter": 100})
     assert settings.build_optimizer().options.niter == 100

@@ -41,7 +41,7 @@ from ..core.errors import InvalidOptionError, SceneFromViewsError, UnknownKwargE
 from ..core.factory import implemented_types, model_class, scene_from_views_factory
 from ..core.options import Options, OptionSpec, option
 from ..core.types import SceneFromViewsType
-from ..optimizers import NO_OPTIMIZER, SceneOptimizerBase, available_optimizers, optimizer_class, optimizer_from_config
+from ..optimizers import NO_OPTIMIZER, SceneOptimizerBase, available_optimizers, optimizer_chain
 from .chaining import ChainConfig
 from .global_map import MapConfig
 from .keyframes import KeyframeConfig
@@ -91,6 +91,20 @@ class OptimizerChoice(Options):
         "spanning-tree fast path) or an optimizer; its settings are optimizer.<option> parameters.",
         choices=("auto", "none", *available_optimizers()),
     )
+    then: tuple[str, ...] = option(
+        (), "Optimizers run after optimizer.type, in turn, on its output (also after none): e.g. [tsdf_refinement] "
+        "with optimizer.TSDF_thresh > 0, MASt3R's TSDF post-processing. An optimizer.<option> goes to every optimizer of "
+        "the chain that declares it.",
+    )
+
+    def check_together(self) -> None:
+        known = available_optimizers()
+        wrong = [name for name in self.then if name.strip().lower() not in known]
+        if wrong:
+            raise InvalidOptionError(
+                f"optimizer.then={list(self.then)!r}: {', '.join(map(repr, wrong))} is no optimizer; expected a list of "
+                f"{', '.join(known)} (auto and none only apply to optimizer.type)"
+            )
 
 
 @dataclass(frozen=True)
@@ -284,12 +298,19 @@ class MappingSettings:
 
     @property
     def optimizer_type(self) -> str:
-        """The optimizer that runs: `optimizer.type`, "auto" resolved to the model's own."""
+        """The main optimizer: `optimizer.type`, "auto" resolved to the model's own."""
         return resolved_optimizer_type(self.optimizer.type, self.run.model_type)
 
-    def build_optimizer(self) -> SceneOptimizerBase | None:
-        """The scene optimizer, or None; built up front so a bad one fails at start."""
-        return optimizer_from_config({"type": self.optimizer_type, **self.optimizer_kwargs}, NO_OPTIMIZER)
+    @property
+    def optimizer_types(self) -> list[str]:
+        """Every optimizer that runs, in turn: the main one (unless none) and `optimizer.then`."""
+        return optimizer_names(self.optimizer, self.run.model_type)
+
+    def build_optimizer(self) -> SceneOptimizerBase | list[SceneOptimizerBase] | None:
+        """The scene optimizer (a list when several run in turn), or None; built up front so a
+        bad one fails at start."""
+        chain = optimizer_chain(self.optimizer_types, self.optimizer_kwargs, exposed_only=True)
+        return None if not chain else chain[0] if len(chain) == 1 else chain
 
 
 def _unknown_parameters(names: list[str], valid: list[str]) -> UnknownKwargError:
@@ -306,6 +327,12 @@ def _unknown_parameters(names: list[str], valid: list[str]) -> UnknownKwargError
 def resolved_optimizer_type(choice: str, model_type: SceneFromViewsType | str) -> str:
     """`optimizer.type` with "auto" replaced by the model's own optimizer."""
     return model_class(model_type).default_optimizer if choice == "auto" else choice
+
+
+def optimizer_names(choice: OptimizerChoice, model_type: SceneFromViewsType | str) -> list[str]:
+    """The optimizers of `choice` that run, in turn ("none" left out)."""
+    main = resolved_optimizer_type(choice.type, model_type)
+    return ([] if main == NO_OPTIMIZER else [main]) + [name.strip().lower() for name in choice.then]
 
 
 def settings_from_parameters(params: Mapping[str, Any]) -> MappingSettings:
@@ -335,19 +362,18 @@ def settings_from_parameters(params: Mapping[str, Any]) -> MappingSettings:
     model_cls = model_class(run.model_type)
     model = model_cls.options_class.create(model_values, exposed_only=True)
     optimizer = built(OptimizerChoice)
-    optimizer_type = resolved_optimizer_type(optimizer.type, run.model_type)
-    if optimizer_values and optimizer_type == NO_OPTIMIZER:
-        names = ", ".join(f"{OPTIMIZER_PREFIX}{name}" for name in optimizer_values)
+    names = optimizer_names(optimizer, run.model_type)
+    if optimizer_values and not names:
+        given = ", ".join(f"{OPTIMIZER_PREFIX}{name}" for name in optimizer_values)
         raise InvalidOptionError(
-            f"{names} set but no optimizer runs (optimizer.type {optimizer.type!r} for model_type {SceneFromViewsType(run.model_type).value!r}); "
+            f"{given} set but no optimizer runs (optimizer.type {optimizer.type!r} for model_type {SceneFromViewsType(run.model_type).value!r}); "
             "set optimizer.type or remove them"
         )
-    if optimizer_type != NO_OPTIMIZER:  # an optimizer that is not implemented, or a bad option of it, is refused here
-        chosen = optimizer_class(optimizer_type)
-        chosen.options_class.create(optimizer_values, exposed_only=True)
+    # an optimizer that is not implemented, or a bad or unknown option, is refused here
+    for chosen in optimizer_chain(names, optimizer_values, exposed_only=True):
         if chosen.needs_descriptors and not model_cls.gives_descriptors:
             raise InvalidOptionError(
-                f"optimizer.type={optimizer_type!r} matches local descriptors, which model_type {SceneFromViewsType(run.model_type).value!r} "
+                f"optimizer {chosen.name!r} matches local descriptors, which model_type {SceneFromViewsType(run.model_type).value!r} "
                 "does not give; use model_type mast3r, or optimizer.type dense_scene_optimizer"
             )
     chain = built(ChainConfig)

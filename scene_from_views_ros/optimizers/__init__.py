@@ -7,7 +7,14 @@ from .base import (
     SceneOptimizerOutput,
     optimizer_input_from_result,
 )
-from .factory import NO_OPTIMIZER, available_optimizers, optimizer_class, optimizer_from_config, scene_optimizer_factory
+from .factory import (
+    NO_OPTIMIZER,
+    available_optimizers,
+    optimizer_chain,
+    optimizer_class,
+    optimizer_from_config,
+    scene_optimizer_factory,
+)
 
 __all__ = [
     "NO_OPTIMIZER",
@@ -17,6 +24,7 @@ __all__ = [
     "SceneOptimizerInput",
     "SceneOptimizerOutput",
     "available_optimizers",
+    "optimizer_chain",
     "optimizer_class",
     "optimizer_from_config",
     "optimizer_input_from_result",

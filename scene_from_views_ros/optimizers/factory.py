@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core.errors import InvalidOptionError, ModelNotImplementedError, UnknownModelTypeError
@@ -59,3 +59,18 @@ def optimizer_class(name: str) -> type[SceneOptimizerBase]:
 def scene_optimizer_factory(name: str, **kwargs: Any) -> SceneOptimizerBase:
     """Build optimizer `name` with its options (unknown ones are rejected with the valid list)."""
     return optimizer_class(name)(**kwargs)
+
+
+def optimizer_chain(names: Sequence[str], values: Mapping[str, Any], *, exposed_only: bool = False) -> list[SceneOptimizerBase]:
+    """Optimizers `names`, run in turn, each given the options of `values` it declares (one value may
+    serve several, e.g. `subsample` of the sparse optimizer and of the TSDF refinement, as in
+    MASt3R's demo); an option that none of them declares raises UnknownKwargError."""
+    classes = [optimizer_class(name) for name in names]
+    declared = [set(cls.options_class.names(exposed=True) if exposed_only else cls.options_class.names()) for cls in classes]
+    unused = sorted(set(values) - set().union(*declared))
+    if unused:
+        if not classes:
+            raise InvalidOptionError(f"optimizer options {', '.join(unused)} given but no optimizer runs; name one or drop them")
+        everything = sorted(set().union(*declared))
+        raise classes[0].options_class.unknown(unused, everything, "parameter" if exposed_only else "option")
+    return [cls(**{k: v for k, v in values.items() if k in own}) for cls, own in zip(classes, declared, strict=True)]

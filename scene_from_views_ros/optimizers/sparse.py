@@ -17,7 +17,7 @@ Pipeline (as the reference `sparse_global_alignment`):
 4. coarse stage: Adam (lr1, niter1, cosine decay to 0) on poses and sizes, loss = gamma-1.5
    distance between the 3D anchors of matched pixels; pairs whose best match confidence is
    not above `matching_conf_thr` fall back to DUSt3R's 3D regression (weight 0.01);
-5. fine stage (lr2, niter2): also focals, principal points and (refine+depth) the anchor
+5. fine stage (lr2, niter2): also focals, principal points (opt_pp) and (refine+depth) the anchor
    depths, loss = gamma-0.5 reprojection error of matched anchors;
 6. dense depth: every pixel from its anchor and offset, unprojected into the world.
 
@@ -32,6 +32,9 @@ Differences from the reference, on purpose:
   W is not a multiple of `subsample`); low-rank depth (`lora_depth`) and `init` are not offered;
 * the output is in view 0's camera frame, at the scale of view 0's most confident own-frame
   pair prediction (the reference leaves its arbitrary frame);
+* the principal points stay at the image centre unless `opt_pp` (the reference frees them): on
+  synthetic scenes freeing them moves the cameras by half their spread in both implementations
+  (bench/bench_sparse_optimizer.py);
 * `cache_dir` receives the matches and canonical views as .npz files (for inspection); they
   are never read back, results are recomputed every call.
 """
@@ -84,10 +87,17 @@ class SparseOptimizerOptions(OptimizerOptions):
     lr2: float = option(0.01, "Initial learning rate of the fine 2D-reprojection stage (cosine decay to 0).", low=1e-8, high=10.0)
     niter2: int = option(300, "Adam iterations of the fine stage (ignored with optim_level=coarse).", unit="iterations", low=0, high=100000)
     optim_level: str = option(
-        "refine+depth", "coarse: 3D matching only; refine: then 2D reprojection with focals and principal points; "
+        "refine+depth", "coarse: 3D matching only; refine: then 2D reprojection with the focals (and opt_pp principal points); "
         "refine+depth: also the anchor depths.", choices=OPTIM_LEVELS,
     )
-    shared_intrinsics: bool = option(False, "Optimise one focal and principal point for all views.")
+    opt_pp: bool = option(
+        False, "Also optimise the principal points in the fine stage (the reference does by default). Off keeps them "
+        "at the image centre: with them free, few matches let them drift and the cameras with them.",
+    )
+    shared_intrinsics: bool = option(
+        False, "Optimise one focal and principal point for all views: set it when the views come from one camera (a focal "
+        "per view can trade against the distance to a shallow scene in the fine stage; README, sparse benchmark).",
+    )
     cache_dir: str = option(
         "", "Folder that receives the matches (matches/<i>-<j>.npz) and canonical views (canon/<i>.npz) for inspection; "
         "they are never read back. Empty: a temporary folder removed after the call.",
@@ -96,7 +106,7 @@ class SparseOptimizerOptions(OptimizerOptions):
 
 @dataclass
 class SparseRunInfo:
-    """What the last `optimize` call did: matches per pair, tree, losses of both stages, time."""
+    """What the last `optimize` call did: matches per pair, tree, losses of both stages, time (all, and matching)."""
 
     num_matches: dict[tuple[int, int], int] = field(default_factory=dict)
     fallback_pairs: list[tuple[int, int]] = field(default_factory=list)
@@ -105,6 +115,7 @@ class SparseRunInfo:
     coarse_losses: list[float] = field(default_factory=list)
     fine_losses: list[float] = field(default_factory=list)
     cache_dir: str = ""
+    matching_seconds: float = 0.0
     seconds: float = 0.0
 
 
@@ -134,8 +145,13 @@ def _check_descriptors(pairs: list[PairPrediction]) -> None:
 # --------------------------------------------------------------------------- matching
 
 
-def _nearest(queries: torch.Tensor, base: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """Index in `base` of each query's largest dot product (chunked: memory stays chunk x len(base))."""
+def _nearest(queries: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """Index in `base` of each query's largest dot product.
+
+    On the CPU in chunks of 32 queries, so that the similarity block stays in the cache (against
+    49k pixels 2.3x faster than 1024 rows: the argmax is memory-bound); on a GPU 4096 at a time.
+    """
+    chunk = 32 if queries.device.type == "cpu" else 4096
     return torch.cat([(queries[s:s + chunk] @ base.T).argmax(dim=1) for s in range(0, len(queries), chunk)])
 
 
@@ -287,7 +303,7 @@ def _cosine(alpha: float, lr: float) -> float:
 
 
 @dataclass
-class _Problem:
+class SparseProblem:
     """Everything the two stages need, as flat tensors.
 
     Anchors are the matched pixels of every view (one entry per match and side): view, pixel
@@ -315,10 +331,10 @@ class _Problem:
     fallback_conf: torch.Tensor
 
 
-class _Model(torch.nn.Module):
+class SparseModel(torch.nn.Module):
     """The parameters (reference layout) and the map from them to intrinsics, poses and anchor depths."""
 
-    def __init__(self, problem: _Problem, root: int, edges: list[tuple[int, int]], shared: bool, canon_conf: np.ndarray) -> None:
+    def __init__(self, problem: SparseProblem, root: int, edges: list[tuple[int, int]], shared: bool, canon_conf: np.ndarray) -> None:
         super().__init__()
         n = len(problem.shapes)
         dev = problem.core_depth.device
@@ -372,7 +388,7 @@ class _Model(torch.nn.Module):
         return focal, pp, cam2w, scaling * depth
 
 
-def _anchor_points(model: _Model, depth: torch.Tensor, focal: torch.Tensor, pp: torch.Tensor, cam2w: torch.Tensor) -> torch.Tensor:
+def _anchor_points(model: SparseModel, depth: torch.Tensor, focal: torch.Tensor, pp: torch.Tensor, cam2w: torch.Tensor) -> torch.Tensor:
     """World points of all anchors (offsets corrected for the focal change, as the reference)."""
     p = model.problem
     view = p.anchor_view
@@ -391,7 +407,7 @@ def _project(cam2w: torch.Tensor, focal: torch.Tensor, pp: torch.Tensor, view: t
     return uv.clip(-1000.0, 2000.0)
 
 
-def _loss_3d(model: _Model, world: torch.Tensor, cam2w: torch.Tensor) -> torch.Tensor:
+def _loss_3d(model: SparseModel, world: torch.Tensor, cam2w: torch.Tensor) -> torch.Tensor:
     p = model.problem
     total = torch.zeros((), device=world.device)
     if len(p.match_a):
@@ -400,7 +416,7 @@ def _loss_3d(model: _Model, world: torch.Tensor, cam2w: torch.Tensor) -> torch.T
     return total + _loss_fallback(model, world, cam2w)
 
 
-def _loss_fallback(model: _Model, world: torch.Tensor, cam2w: torch.Tensor) -> torch.Tensor:
+def _loss_fallback(model: SparseModel, world: torch.Tensor, cam2w: torch.Tensor) -> torch.Tensor:
     """DUSt3R's 3D regression for pairs without good matches (reference loss_dust3r, weight 0.01)."""
     p = model.problem
     if not len(p.fallback_anchor):
@@ -413,7 +429,7 @@ def _loss_fallback(model: _Model, world: torch.Tensor, cam2w: torch.Tensor) -> t
     return DUST3R_FALLBACK_WEIGHT * (p.fallback_conf @ gamma_loss(dist, 1.1)) / p.fallback_conf.sum()
 
 
-def _loss_2d(model: _Model, world: torch.Tensor, focal: torch.Tensor, pp: torch.Tensor, cam2w: torch.Tensor) -> torch.Tensor:
+def _loss_2d(model: SparseModel, world: torch.Tensor, focal: torch.Tensor, pp: torch.Tensor, cam2w: torch.Tensor) -> torch.Tensor:
     p = model.problem
     total = torch.zeros((), device=world.device)
     if len(p.match_a):
@@ -486,7 +502,9 @@ class SparseSceneOptimizer(SceneOptimizerBase):
         match_a, match_b, match_conf = [], [], []
         fb_anchor, fb_target, fb_view, fb_conf = [], [], [], []
         for a, b in sorted({(min(p.i, p.j), max(p.i, p.j)) for p in pairs}):
+            matching_started = time.perf_counter()
             ia, ib, conf = _pair_matches(by_pair.get((a, b)), by_pair.get((b, a)), shapes[a], shapes[b], sub, device)
+            self.last_run.matching_seconds += time.perf_counter() - matching_started
             np.savez(cache / "matches" / f"{a}-{b}.npz", pixels_a=ia, pixels_b=ib, conf=conf)
             self.last_run.num_matches[(a, b)] = len(ia)
             scores[a, b] = scores[b, a] = len(ia)
@@ -522,48 +540,60 @@ class SparseSceneOptimizer(SceneOptimizerBase):
         patches = np.array([(h // sub) * (w // sub) for h, w in shapes], dtype=np.float64)
         root, edges = kinematic_tree(scores, np.maximum(patches, 1.0), opts.kinematic_mode)
         self.last_run.tree_root, self.last_run.tree_edges = root, edges
-        model = _Model(problem, root, edges, opts.shared_intrinsics, np.array([c.conf.mean() for c in canon]))
-
-        # coarse: poses and sizes on 3D matches
-        model.pp.requires_grad_(False)
-        model.log_focal.requires_grad_(False)
-        model.core.requires_grad_(False)
-        self.last_run.coarse_losses = self._loop(model, opts.lr1, opts.niter1, fine=False)
-        niter2 = 0 if opts.optim_level == "coarse" else opts.niter2
-        if niter2:
-            model.pp.requires_grad_(True)
-            model.log_focal.requires_grad_(True)
-            model.core.requires_grad_(opts.optim_level == "refine+depth")
-            self.last_run.fine_losses = self._loop(model, opts.lr2, niter2, fine=True)
+        model, self.last_run.coarse_losses, self.last_run.fine_losses = align_anchors(
+            problem, root, edges, opts, np.array([c.conf.mean() for c in canon]))
         with torch.no_grad():
             focal, pp, cam2w, depth = model()
         return _dense_output(pairs, canon, problem, focal, pp, cam2w, depth, sub)
 
-    @staticmethod
-    def _loop(model: _Model, lr: float, niter: int, fine: bool) -> list[float]:
-        """Adam with the reference's cosine decay to 0; quaternions renormalised after each step."""
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=lr, betas=BETAS)
-        losses: list[torch.Tensor] = []
-        for step in range(niter):
-            for group in optimizer.param_groups:
-                group["lr"] = _cosine(step / niter, lr)
-            optimizer.zero_grad(set_to_none=True)
-            focal, pp, cam2w, depth = model()
-            world = _anchor_points(model, depth, focal, pp, cam2w)
-            loss = _loss_2d(model, world, focal, pp, cam2w) if fine else _loss_3d(model, world, cam2w)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                model.quat.copy_(model.quat / model.quat.norm(dim=1, keepdim=True))
-            losses.append(loss.detach())
-        return torch.stack(losses).cpu().tolist() if losses else []
+
+def align_anchors(problem: SparseProblem, root: int, edges: list[tuple[int, int]], options: SparseOptimizerOptions,
+                  canon_conf: np.ndarray) -> tuple[SparseModel, list[float], list[float]]:
+    """The two optimisation stages on a prepared problem: the model and the loss of every iteration of each.
+
+    Coarse: poses and sizes on the 3D distances of matched anchors.  Fine (unless optim_level is
+    coarse): also focals, principal points (opt_pp) and anchor depths (refine+depth), on the
+    reprojection errors.  Separate from the matching so that a benchmark can run it on the
+    reference's own prepared data (same initialisation, comparable loss curves).
+    """
+    model = SparseModel(problem, root, edges, options.shared_intrinsics, canon_conf)
+    model.pp.requires_grad_(False)
+    model.log_focal.requires_grad_(False)
+    model.core.requires_grad_(False)
+    coarse = _adam_loop(model, options.lr1, options.niter1, fine=False)
+    fine: list[float] = []
+    if options.optim_level != "coarse" and options.niter2:
+        model.pp.requires_grad_(options.opt_pp)
+        model.log_focal.requires_grad_(True)
+        model.core.requires_grad_(options.optim_level == "refine+depth")
+        fine = _adam_loop(model, options.lr2, options.niter2, fine=True)
+    return model, coarse, fine
+
+
+def _adam_loop(model: SparseModel, lr: float, niter: int, fine: bool) -> list[float]:
+    """Adam with the reference's cosine decay to 0; quaternions renormalised after each step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, betas=BETAS)
+    losses: list[torch.Tensor] = []
+    for step in range(niter):
+        for group in optimizer.param_groups:
+            group["lr"] = _cosine(step / niter, lr)
+        optimizer.zero_grad(set_to_none=True)
+        focal, pp, cam2w, depth = model()
+        world = _anchor_points(model, depth, focal, pp, cam2w)
+        loss = _loss_2d(model, world, focal, pp, cam2w) if fine else _loss_3d(model, world, cam2w)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.quat.copy_(model.quat / model.quat.norm(dim=1, keepdim=True))
+        losses.append(loss.detach())
+    return torch.stack(losses).cpu().tolist() if losses else []
 
 
 def _build_problem(shapes: list[tuple[int, int]], canon: list[_Canonical], anchors: list[list[np.ndarray]],
                    match_a: list[np.ndarray], match_b: list[np.ndarray], match_conf: list[np.ndarray],
                    fb_anchor: list[np.ndarray], fb_target: list[np.ndarray], fb_view: list[np.ndarray],
-                   fb_conf: list[np.ndarray], sub: int, device: torch.device) -> _Problem:
+                   fb_conf: list[np.ndarray], sub: int, device: torch.device) -> SparseProblem:
     """Flatten anchors of all views into one list; (view, local index) pairs become global anchor indices."""
     n = len(shapes)
     sizes = [int(np.prod(c.grid)) for c in canon]
@@ -591,7 +621,7 @@ def _build_problem(shapes: list[tuple[int, int]], canon: list[_Canonical], ancho
         data = np.concatenate(items) if items else np.zeros(shape)
         return torch.as_tensor(data, dtype=torch.float32, device=device)
 
-    return _Problem(
+    return SparseProblem(
         shapes=shapes,
         core_view=torch.as_tensor(np.repeat(np.arange(n), sizes), device=device),
         core_start=core_start.tolist(),
@@ -612,7 +642,7 @@ def _build_problem(shapes: list[tuple[int, int]], canon: list[_Canonical], ancho
     )
 
 
-def _dense_output(pairs: list[PairPrediction], canon: list[_Canonical], problem: _Problem, focal: torch.Tensor, pp: torch.Tensor,
+def _dense_output(pairs: list[PairPrediction], canon: list[_Canonical], problem: SparseProblem, focal: torch.Tensor, pp: torch.Tensor,
                   cam2w: torch.Tensor, depth: torch.Tensor, sub: int) -> SceneOptimizerOutput:
     """Every pixel's depth from its anchor and offset, in view 0's frame at view 0's best pair's scale."""
     focal_np, pp_np = focal.double().cpu().numpy(), pp.double().cpu().numpy()

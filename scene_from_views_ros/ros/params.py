@@ -111,7 +111,7 @@ class Backend:
     """A built model and scene optimizer, and the settings they were built from."""
 
     model: SceneFromViewsBase
-    optimizer: SceneOptimizerBase | None
+    optimizer: SceneOptimizerBase | list[SceneOptimizerBase] | None
     settings: MappingSettings
 
     @property
