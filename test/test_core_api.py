@@ -78,7 +78,7 @@ def test_types_from_enum_and_strings():
         sfv.SceneFromViewsType("nerf")
 
 
-@pytest.mark.parametrize("name", ["mvdust3r", "fast3r", "depth_anything_v3"])
+@pytest.mark.parametrize("name", ["mvdust3r", "depth_anything_v3"])
 def test_factory_refuses_unimplemented_types_clearly(name):
     with pytest.raises(sfv.ModelNotImplementedError, match=f"'{name}' is not implemented.*implemented: vggt"):
         sfv.scene_from_views_factory(name)

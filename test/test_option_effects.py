@@ -321,6 +321,11 @@ SHOWN_ELSEWHERE = {
     "model.min_conf_thr": "test_dust3r.py::test_reconstruct_takes_the_fast_path",
     # A memory bound: outputs are equal by design, the pairs run in more, smaller batches.
     "model.batch_size": "test_dust3r.py::test_batch_size_bounds_the_passes_without_changing_outputs",
+    # Fast3R: its image-index ids and the demo's post-processing.
+    "model.image_id_seed": "test_fast3r.py::test_image_id_seed_makes_outputs_reproducible",
+    "model.min_conf_thr_percentile": "test_fast3r.py::test_postprocessing_options_change_the_result",
+    "model.niter_PnP": "test_fast3r.py::test_postprocessing_options_change_the_result",
+    "model.focal_length_estimation_method": "test_fast3r.py::test_postprocessing_options_change_the_result",
     # The node's own inputs and outputs.
     "image_topics": "test_ros_node.py::test_compressed_topic_frames_are_mapped",
     "camera_info_topics": "test_ros_node.py::test_save_map_writes_readable_files",

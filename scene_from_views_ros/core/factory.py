@@ -17,7 +17,7 @@ _MODEL_CLASSES: dict[SceneFromViewsType, str | None] = {
     SceneFromViewsType.DUST3R: "scene_from_views_ros.models.dust3r:SceneFromViewsDust3r",
     SceneFromViewsType.MAST3R: "scene_from_views_ros.models.dust3r:SceneFromViewsMast3r",
     SceneFromViewsType.MVDUST3R: None,
-    SceneFromViewsType.FAST3R: None,
+    SceneFromViewsType.FAST3R: "scene_from_views_ros.models.fast3r:SceneFromViewsFast3r",
     SceneFromViewsType.DEPTH_ANYTHING_V3: None,
 }
 

@@ -8,6 +8,7 @@ from .layer_scale import LayerScale
 from .mlp import Mlp
 from .patch_embed import PatchEmbed
 from .rope2d import Rope2D, RopeTables, apply_rope2d, grid_positions
+from .sincos import sincos_1d
 
 __all__ = [
     "Attention",
@@ -25,4 +26,5 @@ __all__ = [
     "grid_positions",
     "interpolate_bilinear",
     "inverse_log_transform",
+    "sincos_1d",
 ]

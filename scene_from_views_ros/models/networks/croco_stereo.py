@@ -254,19 +254,52 @@ class EncodedViews:
     transposed: bool
 
 
-class CroCoStereo(nn.Module):
+class CroCoEncoder(nn.Module):
+    """CroCo's ViT encoder (keys `patch_embed.proj`, `enc_blocks`, `enc_norm`): patches of any
+    aspect, pre-norm blocks with 2D RoPE on (row, column) patch positions, LayerNorm eps 1e-6.
+    DUSt3R/MASt3R hold it at the top level of their checkpoints, Fast3R under `encoder.`."""
+
+    def __init__(self, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, patch_size: int = 16,
+                 rope_base: float = 100.0, landscape_only: bool = False) -> None:
+        super().__init__()
+        self.embed_dim, self.num_heads, self.patch_size, self.landscape_only = embed_dim, num_heads, patch_size, landscape_only
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.rope = Rope2D(rope_base)
+        self.enc_blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_eps=1e-6) for _ in range(depth))
+        self.enc_norm = nn.LayerNorm(embed_dim, eps=1e-6)
+
+    def _rope(self, positions: torch.Tensor, dim: int, heads: int, dtype: torch.dtype) -> RopeTables:
+        return self.rope.tables(positions, dim // heads, dtype)
+
+    def encode(self, images: torch.Tensor) -> EncodedViews:
+        """Encode (B, 3, H, W) images normalised to [-1, 1]; H and W multiples of the patch."""
+        height, width = images.shape[-2:]
+        p = self.patch_size
+        if height % p or width % p:
+            raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {p}")
+        transposed = self.landscape_only and height > width
+        if transposed:
+            images = images.transpose(-1, -2)
+        x = self.patch_embed.proj(images)
+        rows, cols = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)
+        rr, cc = torch.meshgrid(torch.arange(rows, device=x.device), torch.arange(cols, device=x.device), indexing="ij")
+        positions = torch.stack([rr.reshape(-1), cc.reshape(-1)], dim=-1).unsqueeze(0).expand(x.shape[0], -1, -1)
+        rope = self._rope(positions, self.embed_dim, self.num_heads, x.dtype)
+        for block in self.enc_blocks:
+            x = block(x, rope=rope)
+        return EncodedViews(self.enc_norm(x), positions, (int(rows) * p, int(cols) * p), transposed)
+
+
+class CroCoStereo(CroCoEncoder):
     """Two views in, both views' points in the first view's frame out (DUSt3R / MASt3R)."""
 
     def __init__(self, cfg: CroCoStereoConfig | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg = cfg or CroCoStereoConfig()
-        self.patch_embed = nn.Module()
-        self.patch_embed.proj = nn.Conv2d(3, cfg.enc_embed_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        self.rope = Rope2D(cfg.rope_base)
-        self.enc_blocks = nn.ModuleList(
-            Block(cfg.enc_embed_dim, cfg.enc_num_heads, cfg.mlp_ratio, qkv_bias=True, norm_eps=1e-6) for _ in range(cfg.enc_depth)
-        )
-        self.enc_norm = nn.LayerNorm(cfg.enc_embed_dim, eps=1e-6)
+        cfg = cfg or CroCoStereoConfig()
+        super().__init__(cfg.enc_embed_dim, cfg.enc_depth, cfg.enc_num_heads, cfg.mlp_ratio, cfg.patch_size, cfg.rope_base,
+                         cfg.landscape_only)
+        self.cfg = cfg
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.dec_embed_dim))
         self.decoder_embed = nn.Linear(cfg.enc_embed_dim, cfg.dec_embed_dim)
         self.dec_blocks = self._decoder_blocks()
@@ -281,28 +314,6 @@ class CroCoStereo(nn.Module):
             DecoderBlock(cfg.dec_embed_dim, cfg.dec_num_heads, cfg.mlp_ratio, norm_memory=cfg.norm_im2_in_dec)
             for _ in range(cfg.dec_depth)
         )
-
-    def _rope(self, positions: torch.Tensor, dim: int, heads: int, dtype: torch.dtype) -> RopeTables:
-        return self.rope.tables(positions, dim // heads, dtype)
-
-    def encode(self, images: torch.Tensor) -> EncodedViews:
-        """Encode (B, 3, H, W) images normalised to [-1, 1]; H and W multiples of the patch."""
-        height, width = images.shape[-2:]
-        p = self.cfg.patch_size
-        if height % p or width % p:
-            raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {p}")
-        transposed = self.cfg.landscape_only and height > width
-        if transposed:
-            images = images.transpose(-1, -2)
-        x = self.patch_embed.proj(images)
-        rows, cols = x.shape[-2:]
-        x = x.flatten(2).transpose(1, 2)
-        rr, cc = torch.meshgrid(torch.arange(rows, device=x.device), torch.arange(cols, device=x.device), indexing="ij")
-        positions = torch.stack([rr.reshape(-1), cc.reshape(-1)], dim=-1).unsqueeze(0).expand(x.shape[0], -1, -1)
-        rope = self._rope(positions, self.cfg.enc_embed_dim, self.cfg.enc_num_heads, x.dtype)
-        for block in self.enc_blocks:
-            x = block(x, rope=rope)
-        return EncodedViews(self.enc_norm(x), positions, (int(rows) * p, int(cols) * p), transposed)
 
     def decode(self, view1: EncodedViews, view2: EncodedViews) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Both decoders; returns per view [encoder output, block 1, ..., normalised last block]."""

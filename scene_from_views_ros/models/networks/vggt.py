@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import Block, DinoVisionTransformer, DPTHead, Mlp, Rope2D, grid_positions
+from ..layers import Block, DinoVisionTransformer, DPTHead, Mlp, Rope2D, grid_positions, sincos_1d
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -201,16 +201,10 @@ def _sample_at_points(fmap: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     return _grid_sample_pixels(fmap, coords.unsqueeze(2), "border")[..., 0].transpose(1, 2)
 
 
-def _sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
-    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
-    angles = torch.outer(pos.reshape(-1).double(), omega)
-    return torch.cat([angles.sin(), angles.cos()], dim=1).float()
-
-
 def _track_grid_embedding(dim: int, rows: int, cols: int) -> torch.Tensor:
     """(1, dim, rows, cols): first half encodes the column (x), second half the row (y)."""
     xx, yy = torch.meshgrid(torch.arange(cols, dtype=torch.float32), torch.arange(rows, dtype=torch.float32), indexing="xy")
-    emb = torch.cat([_sincos_1d(dim // 2, xx), _sincos_1d(dim // 2, yy)], dim=1)
+    emb = torch.cat([sincos_1d(dim // 2, xx), sincos_1d(dim // 2, yy)], dim=1)
     return emb.reshape(1, rows, cols, dim).permute(0, 3, 1, 2)
 
 
