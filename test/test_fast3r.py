@@ -213,3 +213,13 @@ def test_postprocessing_options_change_the_result(model) -> None:
     assert position_100 < 0.05 and position_1 > 2 * position_100
     # the cloud threshold: a higher percentile keeps fewer pixels
     assert model.postprocess_results(raw, truth.images, processed, conf_thres=50.0).masks[1].sum() < default.masks[1].sum()
+
+
+def test_the_encoder_chunk_bounds_memory_without_changing_outputs(network: Fast3R, views) -> None:
+    tensors, _ = views
+    same_shape = [t for t in tensors if t.shape == tensors[0].shape]
+    assert len(same_shape) >= 2
+    with torch.no_grad():
+        whole, chunked = network.encode(same_shape * 3, chunk=8), network.encode(same_shape * 3, chunk=2)
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(a.tokens, b.tokens, rtol=1e-5, atol=1e-5)

@@ -102,15 +102,11 @@ def _reseed(model: torch.nn.Module, seed: int) -> None:
                 tensor.mul_(0.05)
 
 
-def reference(case_name: str, out: Path, seed: int) -> None:
-    """Build, run and save the reference network (see the module doc, step 1)."""
+def build_reference(config: dict[str, Any], seed: int) -> torch.nn.Module:
+    """The reference network for a hub `config` with seeded random weights (module doc), in eval mode."""
     from fast3r.dust3r.heads import dpt_head
-    from fast3r.dust3r.utils.image import load_images
     from fast3r.models.fast3r import Fast3R
-    from safetensors.torch import save_model
 
-    case = CASES[case_name]
-    config = json.loads(json.dumps(case["config"]))
     head = config["head_args"]
     original = dpt_head.DPTOutputAdapter_fix.__init__
     if "dpt_feature_dim" in head:
@@ -120,24 +116,44 @@ def reference(case_name: str, out: Path, seed: int) -> None:
         dpt_head.DPTOutputAdapter_fix.__init__ = reduced
     try:
         torch.manual_seed(seed)
-        model = Fast3R(json.loads(json.dumps(config["encoder_args"])), json.loads(json.dumps(config["decoder_args"])),
-                       json.loads(json.dumps(config["head_args"])))
+        model = Fast3R(*(json.loads(json.dumps(config[k])) for k in ("encoder_args", "decoder_args", "head_args")))
     finally:
         dpt_head.DPTOutputAdapter_fix.__init__ = original
     _reseed(model, seed)
-    model.eval()
-    ids = torch.tensor([case["image_ids"]])
+    return model.eval()
+
+
+def fix_image_ids(model: torch.nn.Module, image_ids: list[int]) -> None:
+    """Make the reference use `image_ids` (view order) instead of its random draw on every forward."""
+    ids = torch.tensor([image_ids])
     table = model.decoder.image_idx_emb
 
     def fixed_ids(encoded_feats: list, batch_size: int, num_views: int, max_image_idx: int, device: Any) -> torch.Tensor:
-        """The reference's lookup with the case's ids instead of its random draw."""
         return torch.cat([table[ids[:, v].to(device)].unsqueeze(1).repeat(1, feats.shape[1], 1)
                           for v, feats in enumerate(encoded_feats)], dim=1)
 
     model.decoder._get_random_image_pos = fixed_ids  # noqa: SLF001 - the reference's own hook for its draw
-    views = load_images([str(DATA / name) for name in case["images"]], size=case["size"], verbose=False)
-    for view in views:  # as its inference() hands them over; plus the keys its slow-encoder debug print reads
+
+
+def reference_views(names: list[str], size: int) -> list[dict[str, Any]]:
+    """The reference's load_images on files of ../shared/data, as its inference() hands them over."""
+    from fast3r.dust3r.utils.image import load_images
+
+    views = load_images([str(DATA / name) for name in names], size=size, verbose=False)
+    for view in views:  # true_shape as a tensor; plus the keys its slow-encoder debug print reads
         view.update(true_shape=torch.from_numpy(view["true_shape"]), dataset="fixture", label=view["instance"])
+    return views
+
+
+def reference(case_name: str, out: Path, seed: int) -> None:
+    """Build, run and save the reference network (see the module doc, step 1)."""
+    from safetensors.torch import save_model
+
+    case = CASES[case_name]
+    config = json.loads(json.dumps(case["config"]))
+    model = build_reference(config, seed)
+    fix_image_ids(model, case["image_ids"])
+    views = reference_views(case["images"], case["size"])
     started = time.perf_counter()
     with torch.no_grad():
         preds = model(views)

@@ -29,6 +29,7 @@ from ..layers import Block, sincos_1d
 from .croco_stereo import ConfigError, CroCoEncoder, CroCoStereoConfig, EncodedViews, Mode, PointsHead
 
 MAX_IMAGE_IDS = 1000  # rows of the image-index embedding table: ids 0..999
+ENCODER_CHUNK = 8  # views per encoder pass: long windows do not hold every view's activations at once
 INF = math.inf
 
 
@@ -155,16 +156,19 @@ class Fast3R(nn.Module):
         self.downstream_head = PointsHead(head)
         self.downstream_head_local = PointsHead(head) if cfg.with_local_head else None
 
-    def encode(self, images: Sequence[torch.Tensor]) -> list[EncodedViews]:
-        """Each view (1, 3, H, W) normalised to [-1, 1]; views of one shape are encoded together."""
+    def encode(self, images: Sequence[torch.Tensor], chunk: int = ENCODER_CHUNK) -> list[EncodedViews]:
+        """Each view (1, 3, H, W) normalised to [-1, 1]; views of one shape are encoded together,
+        `chunk` at a time (each view is encoded on its own: the chunk bounds memory only)."""
         encoded: list[EncodedViews | None] = [None] * len(images)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for index, image in enumerate(images):
             by_shape.setdefault(tuple(image.shape), []).append(index)
-        for indices in by_shape.values():
-            batch = self.encoder.encode(torch.cat([images[i] for i in indices]))
-            for row, index in enumerate(indices):
-                encoded[index] = EncodedViews(batch.tokens[row : row + 1], batch.positions[row : row + 1], batch.image_hw, False)
+        for same_shape in by_shape.values():
+            for start in range(0, len(same_shape), chunk):
+                indices = same_shape[start : start + chunk]
+                batch = self.encoder.encode(torch.cat([images[i] for i in indices]))
+                for row, index in enumerate(indices):
+                    encoded[index] = EncodedViews(batch.tokens[row : row + 1], batch.positions[row : row + 1], batch.image_hw, False)
         return [view for view in encoded if view is not None]
 
     def forward(self, images: Sequence[torch.Tensor], image_ids: torch.Tensor) -> dict[str, list[torch.Tensor]]:
