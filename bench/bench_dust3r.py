@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
-from reference_harness import IMPLEMENTATIONS, compare, forward_peak_mib, interleaved_times  # noqa: E402
+from reference_harness import compare_workloads  # noqa: E402
 
 
 def _config(args: argparse.Namespace):
@@ -96,23 +96,6 @@ def _workloads(args: argparse.Namespace, weights: str, which: tuple[str, ...]) -
     return work
 
 
-def _child(which: str, args: argparse.Namespace, weights: str, queue) -> None:
-    import torch
-
-    torch.set_grad_enabled(False)
-    work = _workloads(args, weights, (which,))[which]
-    with torch.inference_mode():
-        queue.put(forward_peak_mib(work))
-
-
-def _interleaved_times(args: argparse.Namespace, weights: str) -> dict[str, list[float]]:
-    import torch
-
-    work = _workloads(args, weights, IMPLEMENTATIONS)
-    with torch.inference_mode():
-        return interleaved_times(work, args.runs)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", required=True)
@@ -136,7 +119,7 @@ def main() -> None:
         save_file({k: v.contiguous() for k, v in reference.state_dict().items() if ".scratch.layer_rn." not in k}, weights)
         del reference
         torch.set_grad_enabled(False)
-        results = compare(_child, (args, weights), lambda: _interleaved_times(args, weights))
+        results = compare_workloads(_workloads, args, weights)
     cfg = _config(args)
     results["setup"] = {"family": args.family, "config": args.config, "enc_depth": cfg.enc_depth, "dec_depth": cfg.dec_depth,
                         "work": f"window of {args.window} views, complete graph" if args.window else "one pair forward",

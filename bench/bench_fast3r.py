@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
-from reference_harness import IMPLEMENTATIONS, compare, forward_peak_mib, interleaved_times  # noqa: E402
+from reference_harness import compare_workloads  # noqa: E402
 
 IMAGES = ["notredame/2.jpeg", "trevi/3.jpeg", "chateau/Chateau2.png", "notredame/7.jpeg", "trevi/9.jpeg", "chateau/Chateau1.png"]
 
@@ -66,23 +66,6 @@ def _workloads(args: argparse.Namespace, weights: str, which: tuple[str, ...]) -
     return work
 
 
-def _child(which: str, args: argparse.Namespace, weights: str, queue: Any) -> None:
-    import torch
-
-    torch.set_grad_enabled(False)
-    work = _workloads(args, weights, (which,))[which]
-    with torch.inference_mode():
-        queue.put(forward_peak_mib(work))
-
-
-def _interleaved_times(args: argparse.Namespace, weights: str) -> dict[str, list[float]]:
-    import torch
-
-    work = _workloads(args, weights, IMPLEMENTATIONS)
-    with torch.inference_mode():
-        return interleaved_times(work, args.runs)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", required=True, help="facebookresearch/fast3r checkout")
@@ -103,7 +86,7 @@ def main() -> None:
         weights = str(Path(tmp) / "model.safetensors")
         save_model(build_reference(_config(args), seed=0), weights)
         torch.set_grad_enabled(False)
-        results = compare(_child, (args, weights), lambda: _interleaved_times(args, weights))
+        results = compare_workloads(_workloads, args, weights)
     config = _config(args)
     results["setup"] = {"config": args.config, "enc_depth": config["encoder_args"]["depth"], "dec_depth": config["decoder_args"]["depth"],
                         "views": args.views, "image_size": args.size, "runs": args.runs, "threads": torch.get_num_threads(),

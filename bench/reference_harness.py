@@ -67,3 +67,33 @@ def compare(child: Callable[..., None], child_args: tuple, times: Callable[[], d
     results["ratio_min_time_ours_over_reference"] = results["ours"]["min_s"] / results["reference"]["min_s"]
     results["ratio_peak_ours_over_reference"] = results["ours"]["peak_forward_mib"] / max(results["reference"]["peak_forward_mib"], 1e-9)
     return results
+
+
+# What both sides of a bench measure, given `workloads(args, weights, which) -> {name: forward}`.
+Workloads = Callable[[Any, str, tuple[str, ...]], dict[str, Callable[[], object]]]
+
+
+def workload_peak(workloads: Workloads, which: str, args: Any, weights: str, queue: Any) -> None:
+    """Child of `compare`: the peak memory of implementation `which`'s forward."""
+    import torch
+
+    torch.set_grad_enabled(False)
+    work = workloads(args, weights, (which,))[which]
+    with torch.inference_mode():
+        queue.put(forward_peak_mib(work))
+
+
+def workload_times(workloads: Workloads, args: Any, weights: str) -> dict[str, list[float]]:
+    """Both implementations' forwards, interleaved `args.runs` times."""
+    import torch
+
+    work = workloads(args, weights, IMPLEMENTATIONS)
+    with torch.inference_mode():
+        return interleaved_times(work, args.runs)
+
+
+def compare_workloads(workloads: Workloads, args: Any, weights: str) -> dict[str, Any]:
+    """`compare` for a bench that describes its forwards by `workloads`."""
+    from functools import partial
+
+    return compare(partial(workload_peak, workloads), (args, weights), lambda: workload_times(workloads, args, weights))
