@@ -195,7 +195,7 @@ def head_type_of(keys: Mapping[str, Any] | list[str]) -> str:
     return "unknown"
 
 
-def _read_config_json(path: Path) -> dict[str, Any]:
+def read_config_json(path: Path) -> dict[str, Any]:
     try:
         # The hub mixin writes bare Infinity / -Infinity, which Python's json reads.
         return json.loads(path.read_text())
@@ -212,7 +212,7 @@ def network_config(weights: Path, config: Any, family: str) -> CroCoStereoConfig
         if isinstance(config, Mapping):
             return CroCoStereoConfig.from_dict(config)
         if config:
-            return CroCoStereoConfig.from_dict(_read_config_json(Path(config)))
+            return CroCoStereoConfig.from_dict(read_config_json(Path(config)))
         if weights.suffix == ".safetensors":
             beside = weights.parent / "config.json"
             if not beside.is_file():
@@ -220,7 +220,7 @@ def network_config(weights: Path, config: Any, family: str) -> CroCoStereoConfig
                     f"{weights} has no config.json beside it (the hub repo holds both: huggingface-cli download <repo> "
                     "config.json); pass config=<config.json>"
                 )
-            return CroCoStereoConfig.from_dict(_read_config_json(beside))
+            return CroCoStereoConfig.from_dict(read_config_json(beside))
         loaded = read_pickle(weights)
         args = loaded.get("args") if isinstance(loaded, Mapping) else None
         constructor = getattr(args, "model", None)
@@ -314,7 +314,7 @@ class SceneFromViewsDust3r(SceneFromViewsBase):
         opts = self.call_options(kwargs)
         pairs = make_pairs(len(processed.rgb), opts.scene_graph, winsize=opts.winsize, cyclic=opts.win_cyclic, refid=opts.refid)
         with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            encoded = self._encode_views(processed.tensors)
+            encoded = self.network.encode_views([t.to(self.device) for t in processed.tensors])
             view1: list[dict[str, np.ndarray]] = [{} for _ in pairs]
             view2: list[dict[str, np.ndarray]] = [{} for _ in pairs]
             for batch in self._pair_batches(pairs, processed.true_shapes, opts.batch_size):
@@ -325,18 +325,6 @@ class SceneFromViewsDust3r(SceneFromViewsBase):
                     view1[k] = {name: value[slot].float().cpu().numpy() for name, value in res1.items()}
                     view2[k] = {name: value[slot].float().cpu().numpy() for name, value in res2.items()}
         return PairOutputs(pairs, view1, view2)
-
-    def _encode_views(self, tensors: list[torch.Tensor]) -> list[EncodedViews]:
-        """The encoder once per view, views of one size batched together."""
-        by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for index, tensor in enumerate(tensors):
-            by_shape[tuple(tensor.shape)].append(index)
-        encoded: list[EncodedViews | None] = [None] * len(tensors)
-        for indices in by_shape.values():
-            views = self.network.encode(torch.cat([tensors[i] for i in indices]).to(self.device))
-            for slot, index in enumerate(indices):
-                encoded[index] = EncodedViews(views.tokens[slot : slot + 1], views.positions[slot : slot + 1], views.image_hw, views.transposed)
-        return encoded  # type: ignore[return-value]
 
     @staticmethod
     def _pair_batches(pairs: list[tuple[int, int]], shapes: np.ndarray, batch_size: int) -> list[list[int]]:

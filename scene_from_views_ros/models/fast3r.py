@@ -22,7 +22,6 @@ from call to call); `infer(processed, image_ids=[...])` takes explicit ones.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch
 
 from ..core.base import ModelOptions, SceneFromViewsBase, checkpoint_option
 from ..core.checkpoint import build_network, resolve_checkpoint
-from ..core.errors import CheckpointCorruptError, CheckpointMismatchError, CheckpointNotFoundError, InvalidImageError, InvalidOptionError
+from ..core.errors import CheckpointMismatchError, CheckpointNotFoundError, InvalidImageError, InvalidOptionError
 from ..core.options import BUILD, option
 from ..core.result import PointCloud, SceneFromViewsResult
 from ..core.types import SceneFromViewsType
@@ -42,7 +41,7 @@ from ..geometry.camera import intrinsics_in_original_pixels
 from ..geometry.pair_chain import estimate_focal
 from ..geometry.sim3 import umeyama
 from ..optimizers.base import SceneOptimizerInput, optimizer_input_from_result
-from .dust3r import PRECISIONS, PairViews, preprocess_pair_images, processed_size
+from .dust3r import PRECISIONS, PairViews, preprocess_pair_images, processed_size, read_config_json
 from .layers.dpt_adapter import canonical_dpt_key
 from .networks.croco_stereo import ConfigError
 from .networks.fast3r import MAX_IMAGE_IDS, Fast3R, Fast3RConfig
@@ -129,11 +128,7 @@ def read_network_config(weights: Path, config: Any) -> Fast3RConfig:
                 f"{weights} has no config.json beside it (the hub repo holds both: huggingface-cli download "
                 "jedyang97/Fast3R_ViT_Large_512 config.json); pass config=<config.json>"
             )
-        try:
-            values = json.loads(path.read_text())  # the hub mixin writes bare Infinity, which json reads
-        except (OSError, ValueError) as error:
-            raise CheckpointCorruptError(f"cannot read the network configuration {path}: {error}") from error
-        return Fast3RConfig.from_hub_config(values)
+        return Fast3RConfig.from_hub_config(read_config_json(path))
     except ConfigError as error:
         raise CheckpointMismatchError(f"{weights}: {error}; is it a Fast3R checkpoint?") from error
 

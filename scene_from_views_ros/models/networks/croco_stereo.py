@@ -291,6 +291,23 @@ class CroCoEncoder(nn.Module):
             x = block(x, rope=rope)
         return EncodedViews(self.enc_norm(x), positions, (int(rows) * p, int(cols) * p), transposed)
 
+    def encode_views(self, images: Sequence[torch.Tensor], chunk: int = 8) -> list[EncodedViews]:
+        """Each view (1, 3, H, W) encoded once: views of one shape together, `chunk` at a time
+        (views are encoded independently, so the chunk bounds memory only)."""
+        encoded: list[EncodedViews | None] = [None] * len(images)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, image in enumerate(images):
+            by_shape.setdefault(tuple(image.shape), []).append(index)
+        for same_shape in by_shape.values():
+            for start in range(0, len(same_shape), chunk):
+                indices = same_shape[start : start + chunk]
+                batch = self.encode(torch.cat([images[i] for i in indices]))
+                for row, index in enumerate(indices):
+                    encoded[index] = EncodedViews(
+                        batch.tokens[row : row + 1], batch.positions[row : row + 1], batch.image_hw, batch.transposed
+                    )
+        return [view for view in encoded if view is not None]
+
 
 class CroCoStereo(CroCoEncoder):
     """Two views in, both views' points in the first view's frame out (DUSt3R / MASt3R)."""

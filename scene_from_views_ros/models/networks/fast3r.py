@@ -157,19 +157,8 @@ class Fast3R(nn.Module):
         self.downstream_head_local = PointsHead(head) if cfg.with_local_head else None
 
     def encode(self, images: Sequence[torch.Tensor], chunk: int = ENCODER_CHUNK) -> list[EncodedViews]:
-        """Each view (1, 3, H, W) normalised to [-1, 1]; views of one shape are encoded together,
-        `chunk` at a time (each view is encoded on its own: the chunk bounds memory only)."""
-        encoded: list[EncodedViews | None] = [None] * len(images)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for index, image in enumerate(images):
-            by_shape.setdefault(tuple(image.shape), []).append(index)
-        for same_shape in by_shape.values():
-            for start in range(0, len(same_shape), chunk):
-                indices = same_shape[start : start + chunk]
-                batch = self.encoder.encode(torch.cat([images[i] for i in indices]))
-                for row, index in enumerate(indices):
-                    encoded[index] = EncodedViews(batch.tokens[row : row + 1], batch.positions[row : row + 1], batch.image_hw, False)
-        return [view for view in encoded if view is not None]
+        """Each view (1, 3, H, W) normalised to [-1, 1], `chunk` views of one shape at a time."""
+        return self.encoder.encode_views(images, chunk)
 
     def forward(self, images: Sequence[torch.Tensor], image_ids: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         """Per view: `pts3d_in_other_view` (1, H, W, 3), `conf` (1, H, W), and with the local
