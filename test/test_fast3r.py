@@ -133,8 +133,8 @@ def test_image_id_seed_makes_outputs_reproducible(model) -> None:
     assert list(other.image_ids) == list(draw_image_ids(3, 7))
 
 
-def test_image_size_must_match_the_checkpoint(model) -> None:
-    with pytest.raises(Exception, match="trained at 512"):
+def test_image_size_is_not_a_per_call_option(model) -> None:
+    with pytest.raises(Exception, match="image_size is a construction option"):
         model.preprocess_images([np.zeros((48, 64, 3), np.uint8)], image_size=224)
 
 
@@ -223,3 +223,12 @@ def test_the_encoder_chunk_bounds_memory_without_changing_outputs(network: Fast3
         whole, chunked = network.encode(same_shape * 3, chunk=8), network.encode(same_shape * 3, chunk=2)
     for a, b in zip(whole, chunked, strict=True):
         torch.testing.assert_close(a.tokens, b.tokens, rtol=1e-5, atol=1e-5)
+
+
+def test_an_image_size_the_checkpoint_was_not_trained_at_is_refused_when_built() -> None:
+    from scene_from_views_ros.core.errors import InvalidOptionError
+    from scene_from_views_ros.core.factory import model_class, scene_from_views_factory
+
+    assert "image_size" in model_class("fast3r").construction_kwargs()  # a change rebuilds (and re-checks) the model
+    with pytest.raises(InvalidOptionError, match="trained at 512.*image_size 512 or use a 224 checkpoint"):
+        scene_from_views_factory("fast3r", device="cpu", checkpoint=str(FIXTURE / "model.safetensors"), image_size=224)

@@ -67,9 +67,9 @@ class Fast3rOptions(ModelOptions):
         "or float16; the heads always run in float32, the CPU always in float32.", choices=PRECISIONS, stage=BUILD,
     )
     image_size: int = option(
-        512, "Input size the checkpoint was trained at: 512 (the long side resized, cropped to multiples of 16) or 224 "
+        512, "Input size the checkpoint was trained at (checked when the model is built): 512 (the long side resized, cropped to multiples of 16) or 224 "
         "(the short side resized, the centre square kept); it must match the checkpoint's.", unit="pixels", low=224, high=512,
-        step=288,
+        step=288, stage=BUILD,
     )
     image_id_seed: int = option(
         0, "Seed of the image-index ids of views 1..N-1 (view 0 gets 0): the same seed gives the same outputs; the "
@@ -224,7 +224,6 @@ class SceneFromViewsFast3r(SceneFromViewsBase):
     def preprocess_images(self, images: list[np.ndarray], **kwargs: Any) -> PairViews:
         """Resize and crop as the reference's load_images (`image_size`)."""
         opts = self.call_options(kwargs)
-        self._check_size(opts.image_size)
         if not images:
             raise InvalidImageError("empty window: Fast3R needs at least one image")
         return preprocess_pair_images(images, opts.image_size, False, self.cfg.patch_size)
