@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from scene_from_views_ros.core.checkpoint import (
     build_network,
+    check_checkpoint_reference,
     load_checkpoint_into,
     load_state_dict,
     resolve_checkpoint,
@@ -52,7 +53,7 @@ def populate_hub_cache(hub_dir, repo_id, filename, payload_path) -> None:
     (repo_dir / "refs").mkdir()
     (repo_dir / "refs" / "main").write_text(commit)
     snapshot = repo_dir / "snapshots" / commit
-    snapshot.mkdir(parents=True)
+    (snapshot / filename).parent.mkdir(parents=True)
     (snapshot / filename).symlink_to(blob)
 
 
@@ -110,6 +111,19 @@ def test_repo_id_second_filename_from_cache(offline_hub, tmp_path):
     torch.save(make_net(7).state_dict(), payload)
     populate_hub_cache(offline_hub, "acme/pt-only", "model.pt", payload)
     assert resolve_checkpoint("acme/pt-only", ("model.safetensors", "model.pt")).name == "model.pt"
+
+
+def test_one_file_of_a_repo_with_several(offline_hub, tmp_path):
+    payload = tmp_path / "payload.pth"
+    torch.save(make_net(8).state_dict(), payload)
+    populate_hub_cache(offline_hub, "acme/several", "checkpoints/second.pth", payload)
+    used = resolve_checkpoint("acme/several/checkpoints/second.pth", ("first.pth",))
+    assert used.name == "second.pth" and used.parent.name == "checkpoints" and str(offline_hub) in str(used)
+    with pytest.raises(CheckpointNotFoundError, match="'acme/several'.*no cached copy of checkpoints/third.pth"):
+        resolve_checkpoint("acme/several/checkpoints/third.pth")
+    check_checkpoint_reference("acme/several/checkpoints/third.pth")  # a hub file is checked when used
+    with pytest.raises(CheckpointNotFoundError, match="neither an existing file"):
+        check_checkpoint_reference("./checkpoints/missing.pth")
 
 
 def test_offline_miss_names_repo_and_local_path_fix(offline_hub):

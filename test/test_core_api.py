@@ -78,7 +78,7 @@ def test_types_from_enum_and_strings():
         sfv.SceneFromViewsType("nerf")
 
 
-@pytest.mark.parametrize("name", ["mvdust3r", "depth_anything_v3"])
+@pytest.mark.parametrize("name", ["depth_anything_v3"])
 def test_factory_refuses_unimplemented_types_clearly(name):
     with pytest.raises(sfv.ModelNotImplementedError, match=f"'{name}' is not implemented.*implemented: vggt"):
         sfv.scene_from_views_factory(name)
@@ -97,6 +97,9 @@ def test_factory_missing_weights_error_is_clear(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     with pytest.raises(sfv.CheckpointNotFoundError, match="facebook/VGGT-1B.*local file or folder"):
         sfv.scene_from_views_factory("vggt", device="cpu")
+    # a release that is one file of a repo holding several
+    with pytest.raises(sfv.CheckpointNotFoundError, match="'Zhenggang/MV-DUSt3R'.*checkpoints/MVDp_s2.pth.*local file or folder"):
+        sfv.scene_from_views_factory("mvdust3r", device="cpu")
 
 
 def test_device_choice(monkeypatch):

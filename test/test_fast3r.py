@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,7 @@ def test_infer_returns_the_reference_outputs_in_view_order(model, views) -> None
     expected = np.load(FIXTURE / "expected.npz")
     processed = preprocess_pair_images(images, inputs["size"])  # the fixture's 64-pixel inputs
     raw = model.infer(processed, image_ids=expected["image_ids"])
+    assert isinstance(raw, Mapping) and set(raw) == set(OUTPUTS)  # the reference's names
     for key in OUTPUTS:
         for index in range(len(images)):
             np.testing.assert_allclose(raw.view(key, index), expected[f"{key}_{index}"], rtol=1e-4, atol=1e-4 * np.abs(expected[f"{key}_{index}"]).max())
@@ -128,8 +130,8 @@ def test_image_id_seed_makes_outputs_reproducible(model) -> None:
     processed = model.preprocess_images(images)
     first, again = model.infer(processed), model.infer(processed)
     other = model.infer(processed, image_id_seed=7)
-    np.testing.assert_array_equal(first.outputs["pts3d_in_other_view"], again.outputs["pts3d_in_other_view"])
-    assert not np.allclose(first.outputs["pts3d_in_other_view"], other.outputs["pts3d_in_other_view"])
+    np.testing.assert_array_equal(first["pts3d_in_other_view"], again["pts3d_in_other_view"])
+    assert not np.allclose(first["pts3d_in_other_view"], other["pts3d_in_other_view"])
     assert list(other.image_ids) == list(draw_image_ids(3, 7))
 
 

@@ -291,8 +291,8 @@ def test_optimizers_then_run_after_the_main_one(tmp_path: Path, capsys: pytest.C
     assert unused.code == 2 and "optimizer.niter" in unused.stderr
 
 
-# Parameters whose effect another test shows (file::test), and why not here.
-SHOWN_ELSEWHERE = {
+# Parameters whose effect another test shows (file::test, or one per model that declares it), and why not here.
+SHOWN_ELSEWHERE: dict[str, str | tuple[str, ...]] = {
     "window.period_s": "test_option_effects.py::test_window_period_places_partial_windows",
     "keyframe.thumbnail_width": "test_option_effects.py::test_thumbnail_width_changes_which_frames_become_keyframes",
     "model.mask_black_bg": "test_option_effects.py::test_background_masks_leave_black_and_white_pixels_out",
@@ -318,13 +318,15 @@ SHOWN_ELSEWHERE = {
     "model.winsize": "test_dust3r.py::test_scene_graph_options_choose_the_pairs",
     "model.win_cyclic": "test_dust3r.py::test_scene_graph_options_choose_the_pairs",
     "model.refid": "test_dust3r.py::test_scene_graph_options_choose_the_pairs",
-    "model.min_conf_thr": "test_dust3r.py::test_reconstruct_takes_the_fast_path",
+    "model.min_conf_thr": ("test_dust3r.py::test_reconstruct_takes_the_fast_path",
+                           "test_mvdust3r.py::test_postprocessing_options_change_the_result"),
     # A memory bound: outputs are equal by design, the pairs run in more, smaller batches.
     "model.batch_size": "test_dust3r.py::test_batch_size_bounds_the_passes_without_changing_outputs",
     # Fast3R: its image-index ids and the demo's post-processing.
     "model.image_id_seed": "test_fast3r.py::test_image_id_seed_makes_outputs_reproducible",
     "model.min_conf_thr_percentile": "test_fast3r.py::test_postprocessing_options_change_the_result",
-    "model.niter_PnP": "test_fast3r.py::test_postprocessing_options_change_the_result",
+    "model.niter_PnP": ("test_fast3r.py::test_postprocessing_options_change_the_result",
+                        "test_mvdust3r.py::test_postprocessing_options_change_the_result"),
     "model.focal_length_estimation_method": "test_fast3r.py::test_postprocessing_options_change_the_result",
     # The node's own inputs and outputs.
     "image_topics": "test_ros_node.py::test_compressed_topic_frames_are_mapped",
@@ -347,7 +349,8 @@ def test_every_exposed_parameter_has_an_effect_test() -> None:
     covered = set(FILE_EFFECTS) | set(SHOWN_ELSEWHERE)
     assert exposed - covered == set(), "parameters without an effect test"
     assert covered - exposed == set(), "effect tests of parameters that no longer exist"
-    for reference in set(SHOWN_ELSEWHERE.values()):
+    references = {ref for value in SHOWN_ELSEWHERE.values() for ref in ((value,) if isinstance(value, str) else value)}
+    for reference in references:
         file_name, test_name = reference.split("::")
         tree = ast.parse((TEST_DIR / file_name).read_text())
         assert test_name in {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}, reference

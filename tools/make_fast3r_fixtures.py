@@ -33,7 +33,6 @@ sorted key order (N(0, 1/fan_in), biases 0.02 N, norms 1 + 0.02 N), the heads' o
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -46,6 +45,10 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+
+from parity_cli import parity_main  # noqa: E402
+
 DATA = REPO.parent / "shared" / "data"
 INF = float("inf")
 RELEASED = {
@@ -287,37 +290,14 @@ def _to_first(points: np.ndarray, first_pose: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    ref = commands.add_parser("reference", help="step 1: run the reference (its own Python)")
-    ref.add_argument("case", choices=tuple(CASES))
-    ref.add_argument("--reference", required=True, help="facebookresearch/fast3r checkout")
-    ref.add_argument("--stubs", help="folder of stand-ins for what the reference imports but this does not use")
-    ref.add_argument("--out", type=Path, required=True)
-    ref.add_argument("--seed", type=int, default=0)
-    cmp = commands.add_parser("compare", help="step 2: our network on a reference folder")
-    cmp.add_argument("folder", type=Path)
-    syn = commands.add_parser("synthetic", help="post-processing, step 1: a synthetic window (this project's Python)")
-    syn.add_argument("--out", type=Path, required=True)
-    post = commands.add_parser("reference-postprocess", help="post-processing, step 2: the reference's (its own Python)")
-    post.add_argument("folder", type=Path)
-    post.add_argument("--reference", required=True)
-    post.add_argument("--stubs")
-    cmp_post = commands.add_parser("compare-postprocess", help="post-processing, step 3: ours, and both against the truth")
-    cmp_post.add_argument("folder", type=Path)
-    args = parser.parse_args()
-    if args.command in ("reference", "reference-postprocess"):
-        sys.path[:0] = [p for p in (args.reference, args.stubs) if p]
-    if args.command == "reference":
-        reference(args.case, args.out, args.seed)
-    elif args.command == "compare":
-        print(json.dumps(compare(args.folder), indent=2))
-    elif args.command == "synthetic":
-        synthetic(args.out)
-    elif args.command == "reference-postprocess":
-        reference_postprocess(args.folder)
-    else:
-        print(json.dumps(compare_postprocess(args.folder), indent=2))
+    steps = {
+        "reference": reference,
+        "compare": compare,
+        "synthetic": synthetic,
+        "reference-postprocess": reference_postprocess,
+        "compare-postprocess": compare_postprocess,
+    }
+    parity_main(__doc__.splitlines()[0], "facebookresearch/fast3r", CASES, steps)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ def checkpoint_option(default: str) -> Any:
     return option(
         default,
         "Weights: a Hugging Face repo id (downloaded into the hub cache, HF_HOME / HF_HUB_OFFLINE "
-        "honoured), a local .safetensors/.pt/.pth file, or a folder holding one.",
+        "honoured) or one file of a repo (owner/name/path/file.pth), a local .safetensors/.pt/.pth file, "
+        "or a folder holding one.",
         nonempty=True, path=True, stage=BUILD,
     )
 
@@ -103,6 +104,12 @@ class SceneFromViewsBase(abc.ABC):
         clone = copy.copy(self)
         clone.options = self.call_options(overrides)
         return clone
+
+    def check_window(self, views: int) -> None:
+        """Raise InvalidOptionError when this model cannot reconstruct windows of `views` views
+        (its options' constraints, and what its loaded network needs); called where the window
+        size is given, so that a bad size fails at start-up, not at the first window."""
+        self.options.check_window(views)
 
     def check_image(self, image: np.ndarray) -> None:
         """Raise InvalidImageError if this model cannot take `image` (RGB uint8 HxWx3) with its

@@ -36,6 +36,8 @@ _ValueT = TypeVar("_ValueT")
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# A file inside a hub repo: owner/name/path/in/repo.pth (repos that hold several checkpoints).
+_HUB_FILE = re.compile(r"^([A-Za-z0-9][\w.-]*/[\w.-]+)/([\w.-]+(?:/[\w.-]+)*)$")
 # Objects that official .pth checkpoints pickle beside their weights (DUSt3R stores its
 # argparse namespace); allowed by name so that arbitrary unpickling stays disabled.
 _SAFE_PICKLE_GLOBALS: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [argparse.Namespace]
@@ -164,7 +166,8 @@ def resolve_checkpoint(
     `checkpoint` is a local weight file, a local folder holding one of `filenames` (or a single
     weight file), or a Hugging Face repo id ``owner/name`` downloaded into the standard cache
     (HF_HOME / HF_HUB_CACHE; HF_HUB_OFFLINE=1 uses the cache only); from a repo the
-    `companions` (e.g. config.json) come too, beside the weights.
+    `companions` (e.g. config.json) come too, beside the weights; ``owner/name/path/file.pth``
+    names one file of a repo that holds several (when no such local file exists).
     """
     path = Path(checkpoint).expanduser()
     if path.is_file():
@@ -174,6 +177,9 @@ def resolve_checkpoint(
     text = str(checkpoint)
     if _is_repo_id(text):
         return _download_from_hub(text, filenames, revision, companions)
+    hub_file = _hub_file(text)
+    if hub_file is not None:
+        return _download_from_hub(hub_file[0], [hub_file[1]], revision, companions)
     raise CheckpointNotFoundError(
         f"checkpoint {text!r} is neither an existing file or folder nor a Hugging Face repo id "
         "(owner/name); check the path"
@@ -186,8 +192,16 @@ def check_checkpoint_reference(checkpoint: str | os.PathLike[str], filenames: Se
     path = Path(checkpoint).expanduser()
     if path.is_dir():
         _weights_in_folder(path, filenames)
-    elif not path.is_file() and not _is_repo_id(str(checkpoint)):
+    elif not path.is_file() and not _is_repo_id(str(checkpoint)) and _hub_file(str(checkpoint)) is None:
         resolve_checkpoint(checkpoint, filenames)  # raises its "neither a file nor a repo id" error
+
+
+def _hub_file(text: str) -> tuple[str, str] | None:
+    """(repo id, file path) of ``owner/name/path/file.ext`` naming a weight file in a hub repo."""
+    match = _HUB_FILE.match(text)
+    if match is None or text.startswith((".", "/", "~")) or not text.endswith(WEIGHT_SUFFIXES):
+        return None
+    return match.group(1), match.group(2)
 
 
 def _is_repo_id(text: str) -> bool:
@@ -453,7 +467,9 @@ def build_network(
         state = read_safetensors(path, selected, device)
     else:
         everything = load_state_dict(path, device)
-        state = _renamed({k: v for k, v in everything.items() if keep(k)}, rename)
+        # a pickle is read memory-mapped: copy each tensor into memory of its own, so that the
+        # network neither depends on the file staying as it is nor counts its pages as its own
+        state = _renamed({k: v.clone() if v.device.type == "cpu" else v for k, v in everything.items() if keep(k)}, rename)
         dropped = sum(1 for k in everything if not keep(k))
         check_keys_and_shapes(_shapes(expected), _shapes(state), str(path), target)
     if dropped:

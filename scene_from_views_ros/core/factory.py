@@ -16,7 +16,7 @@ _MODEL_CLASSES: dict[SceneFromViewsType, str | None] = {
     SceneFromViewsType.VGGT_ROBUST: "scene_from_views_ros.models.vggt_robust:SceneFromViewsVggtRobust",
     SceneFromViewsType.DUST3R: "scene_from_views_ros.models.dust3r:SceneFromViewsDust3r",
     SceneFromViewsType.MAST3R: "scene_from_views_ros.models.dust3r:SceneFromViewsMast3r",
-    SceneFromViewsType.MVDUST3R: None,
+    SceneFromViewsType.MVDUST3R: "scene_from_views_ros.models.mvdust3r:SceneFromViewsMvDust3r",
     SceneFromViewsType.FAST3R: "scene_from_views_ros.models.fast3r:SceneFromViewsFast3r",
     SceneFromViewsType.DEPTH_ANYTHING_V3: None,
 }

@@ -1,4 +1,4 @@
-"""Camera maths: pose encodings, pose inversion, depth unprojection.
+"""Camera maths: pose encodings, pose inversion, depth unprojection, PnP poses.
 
 Conventions: OpenCV camera axes (x right, y down, z forward); "extrinsics" are 3x4
 world-to-camera [R|t]; "poses" are 4x4 camera-to-world.  Functions accept any leading
@@ -6,6 +6,9 @@ batch dimensions.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import cv2
 import numpy as np
 import torch
 
@@ -82,3 +85,41 @@ def intrinsics_in_original_pixels(intrinsics: np.ndarray, scales: np.ndarray, of
     original[:, 0, 2] -= offsets[:, 0] / scales[:, 0]
     original[:, 1, 2] -= offsets[:, 1] / scales[:, 1]
     return original
+
+
+def pnp_pose(
+    points: np.ndarray,
+    focals: Sequence[float],
+    iterations: int = 100,
+    reprojection_px: float = 8.0,
+    mask: np.ndarray | None = None,
+    method: int = cv2.SOLVEPNP_ITERATIVE,
+) -> tuple[np.ndarray, float] | None:
+    """Camera-to-world pose and focal of a view from its point map (H, W, 3) in a common
+    frame: OpenCV's RANSAC PnP (principal point at the image centre, `method`, `iterations`,
+    `reprojection_px`) on the finite points under `mask`, at each of `focals`; the focal with
+    the most inliers wins.  None when fewer than 4 points are usable or every solve fails."""
+    height, width = points.shape[:2]
+    valid = np.isfinite(points).all(-1) if mask is None else (mask & np.isfinite(points).all(-1))
+    if valid.sum() < 4:
+        return None
+    cols, rows = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    pixels = np.stack((cols, rows), axis=-1)[valid]
+    world = points[valid].astype(np.float32)
+    best: tuple[int, float, np.ndarray, np.ndarray] | None = None
+    for focal in focals:
+        camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], dtype=np.float32)
+        try:
+            ok, rvec, tvec, inliers = cv2.solvePnPRansac(
+                world, pixels, camera, None, iterationsCount=iterations, reprojectionError=reprojection_px, flags=method,
+            )
+        except cv2.error:
+            continue
+        if ok and inliers is not None and (best is None or len(inliers) > best[0]):
+            best = (len(inliers), float(focal), rvec, tvec)
+    if best is None:
+        return None
+    world_to_camera = np.eye(4)
+    world_to_camera[:3, :3] = cv2.Rodrigues(best[2])[0]
+    world_to_camera[:3, 3] = best[3].ravel()
+    return np.linalg.inv(world_to_camera), best[1]

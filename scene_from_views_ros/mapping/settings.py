@@ -293,8 +293,11 @@ class MappingSettings:
         return (self.model_type, self.device, repr(construction))
 
     def build_model(self) -> SceneFromViewsBase:
-        """The model, via the factory (missing weights raise its clear errors)."""
-        return scene_from_views_factory(self.model_type, device=self.device, **self.model_options.values())
+        """The model, via the factory (missing weights raise its clear errors), checked against
+        the window size (a network that needs more views per window is refused here)."""
+        model = scene_from_views_factory(self.model_type, device=self.device, **self.model_options.values())
+        model.check_window(self.mapper.window.size)
+        return model
 
     @property
     def optimizer_type(self) -> str:

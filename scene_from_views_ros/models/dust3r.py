@@ -35,13 +35,21 @@ from ..geometry.camera import intrinsics_in_original_pixels
 from ..geometry.pair_chain import chain_pairs
 from ..optimizers.base import PairPrediction, SceneOptimizerInput
 from .layers.dpt_adapter import canonical_dpt_key
-from .networks.croco_stereo import ConfigError, CroCoStereo, CroCoStereoConfig, EncodedViews
+from .networks.croco_stereo import FAMILY_NAMES, ConfigError, CroCoStereo, CroCoStereoConfig, EncodedViews, WrongFamilyError
 from .pair_graph import SCENE_GRAPHS, make_pairs
 from .vggt import autocast_dtype
 
 PRECISIONS = ("auto", "bfloat16", "float16", "float32")
 SQUARE_SIZE = 224  # the references' one special size: short side resized, centre square kept
-FAMILY_NAMES = {"dust3r": "DUSt3R", "mast3r": "MASt3R"}
+
+
+def network_dtype_option() -> Any:
+    """The `dtype` option of the CroCo-family models (DUSt3R, MASt3R, Fast3R, MV-DUSt3R)."""
+    return option(
+        "float32", "Encoder/decoder precision on CUDA: float32 (the default), auto (bfloat16 on Ampere or newer, else "
+        "float16), bfloat16 or float16; the heads always run in float32, the CPU always in float32.",
+        choices=PRECISIONS, stage=BUILD,
+    )
 
 
 @dataclass(frozen=True)
@@ -54,11 +62,7 @@ class Dust3rOptions(ModelOptions):
         "(config.json beside a .safetensors, the args stored in a .pth). The Python API also takes a "
         "CroCoStereoConfig or a dict.", path=True, python_types=(CroCoStereoConfig, dict), stage=BUILD,
     )
-    dtype: str = option(
-        "float32", "Encoder/decoder precision on CUDA: float32 (as the reference), auto (bfloat16 on Ampere or "
-        "newer, else float16), bfloat16 or float16; the heads always run in float32, the CPU always in float32.",
-        choices=PRECISIONS, stage=BUILD,
-    )
+    dtype: str = network_dtype_option()
     image_size: int = option(
         0, "Input size: 0 = the checkpoint's training size (512 or 224); 224 resizes the short side and keeps "
         "the centre square; any other value resizes the long side and crops to multiples of 16.",
@@ -221,17 +225,32 @@ def network_config(weights: Path, config: Any, family: str) -> CroCoStereoConfig
                     "config.json); pass config=<config.json>"
                 )
             return CroCoStereoConfig.from_dict(read_config_json(beside))
-        loaded = read_pickle(weights)
-        args = loaded.get("args") if isinstance(loaded, Mapping) else None
-        constructor = getattr(args, "model", None)
-        if not isinstance(constructor, str):
-            raise CheckpointMismatchError(
-                f"{weights} stores no network description (args.model) as the official {FAMILY_NAMES[family]} "
-                ".pth files do; pass config=<config.json>"
-            )
-        return CroCoStereoConfig.from_constructor(constructor)
+        return CroCoStereoConfig.from_constructor(stored_constructor(weights, family))
+    except WrongFamilyError as error:
+        raise wrong_family(weights, error.family, family) from error
     except ConfigError as error:
         raise CheckpointMismatchError(f"{weights}: {error}") from error
+
+
+def stored_constructor(weights: Path, family: str) -> str:
+    """The constructor string an official .pth stores beside its weights (args.model)."""
+    loaded = read_pickle(weights)
+    args = loaded.get("args") if isinstance(loaded, Mapping) else None
+    constructor = getattr(args, "model", None)
+    if not isinstance(constructor, str):
+        raise CheckpointMismatchError(
+            f"{weights} stores no network description (args.model) as the official {FAMILY_NAMES[family]} "
+            ".pth files do; pass config=<config.json>"
+        )
+    return constructor
+
+
+def wrong_family(weights: Path, found: str, wanted: str) -> CheckpointMismatchError:
+    """The error for a checkpoint of another CroCo-family network, naming the model type to use."""
+    return CheckpointMismatchError(
+        f"{weights} is a {FAMILY_NAMES[found]} checkpoint, not {FAMILY_NAMES[wanted]}: use model type {found!r} "
+        f"(ROS: model_type:={found}), or pass a {FAMILY_NAMES[wanted]} checkpoint"
+    )
 
 
 def checkpoint_keys(weights: Path) -> list[str]:
@@ -246,11 +265,7 @@ def checkpoint_keys(weights: Path) -> list[str]:
 def check_family_and_head(weights: Path, cfg: CroCoStereoConfig, family: str) -> None:
     """Refuse, with the fix, a checkpoint of the other family or whose head is not the configured one."""
     if cfg.family != family:
-        other = FAMILY_NAMES[cfg.family]
-        raise CheckpointMismatchError(
-            f"{weights} is a {other} checkpoint, not {FAMILY_NAMES[family]}: use model type {cfg.family!r} "
-            f"(ROS: model_type:={cfg.family}), or pass a {FAMILY_NAMES[family]} checkpoint"
-        )
+        raise wrong_family(weights, cfg.family, family)
     found = head_type_of(checkpoint_keys(weights))
     if found not in (cfg.head_type, "unknown"):
         raise CheckpointMismatchError(

@@ -31,25 +31,25 @@ import cv2
 import numpy as np
 import torch
 
-from ..core.base import ModelOptions, SceneFromViewsBase, checkpoint_option
+from ..core.base import ModelOptions, checkpoint_option
 from ..core.checkpoint import build_network, resolve_checkpoint
 from ..core.errors import CheckpointMismatchError, CheckpointNotFoundError, InvalidImageError, InvalidOptionError
 from ..core.options import BUILD, option
-from ..core.result import PointCloud, SceneFromViewsResult
+from ..core.result import SceneFromViewsResult
 from ..core.types import SceneFromViewsType
-from ..geometry.camera import intrinsics_in_original_pixels
+from ..geometry.camera import pnp_pose
 from ..geometry.pair_chain import estimate_focal
 from ..geometry.sim3 import umeyama
-from ..optimizers.base import SceneOptimizerInput, optimizer_input_from_result
-from .dust3r import PRECISIONS, PairViews, preprocess_pair_images, processed_size, read_config_json
+from .dust3r import PairViews, network_dtype_option, preprocess_pair_images, processed_size, read_config_json
 from .layers.dpt_adapter import canonical_dpt_key
 from .networks.croco_stereo import ConfigError
 from .networks.fast3r import MAX_IMAGE_IDS, Fast3R, Fast3RConfig
+from .one_pass import PnpPosedModel, ViewOutputs
 from .vggt import autocast_dtype
 
 FOCAL_METHODS = ("first_view_from_global_head", "first_view_from_local_head", "individual")
 FOCAL_CONF_PERCENTILE = 10.0  # the reference's estimate_focal keeps pixels at or above this percentile
-PNP_REPROJECTION_PX = 5.0
+PNP_REPROJECTION_PX = 5.0  # the demo's SQPnP RANSAC threshold
 FOCAL_SWEEP = 100  # focals tried by PnP per view with method 'individual' (geometric, S/2 .. 3S)
 
 
@@ -62,10 +62,7 @@ class Fast3rOptions(ModelOptions):
         "", "Architecture JSON (the hub's config.json) for reduced configurations; '' = the config.json beside the "
         "weights. The Python API also takes a Fast3RConfig or a dict.", path=True, python_types=(Fast3RConfig, dict), stage=BUILD,
     )
-    dtype: str = option(
-        "float32", "Encoder/decoder precision on CUDA: float32, auto (bfloat16 on Ampere or newer, else float16), bfloat16 "
-        "or float16; the heads always run in float32, the CPU always in float32.", choices=PRECISIONS, stage=BUILD,
-    )
+    dtype: str = network_dtype_option()
     image_size: int = option(
         512, "Input size the checkpoint was trained at (checked when the model is built): 512 (the long side resized, cropped to multiples of 16) or 224 "
         "(the short side resized, the centre square kept); it must match the checkpoint's.", unit="pixels", low=224, high=512,
@@ -90,16 +87,13 @@ class Fast3rOptions(ModelOptions):
     )
 
 
-@dataclass
-class Fast3rOutputs:
-    """Raw outputs per view under the reference's names (arrays (N, H, W, 3) / (N, H, W) when all
-    views share a shape, else lists), and the image-index ids used."""
+class Fast3rOutputs(ViewOutputs):
+    """Raw outputs per view (`pts3d_in_other_view`, `conf`, `pts3d_local`, `conf_local`), and
+    the image-index ids used (`image_ids`)."""
 
-    outputs: dict[str, Any]
-    image_ids: np.ndarray
-
-    def view(self, key: str, index: int) -> np.ndarray:
-        return np.asarray(self.outputs[key][index])
+    def __init__(self, outputs: Mapping[str, Any], image_ids: np.ndarray) -> None:
+        super().__init__(outputs)
+        self.image_ids = np.asarray(image_ids)
 
 
 def draw_image_ids(num_views: int, seed: int) -> np.ndarray:
@@ -154,38 +148,7 @@ def first_view_focal(points: np.ndarray, conf: np.ndarray) -> float:
     return estimate_focal(points, mask.astype(np.float64), (width / 2.0, height / 2.0), min_focal=0.0, iterations=100)
 
 
-def pnp_pose(points: np.ndarray, focal: float | None, niter: int) -> tuple[np.ndarray, float] | None:
-    """Camera-to-world pose (and focal) of a view from its points in the common frame: OpenCV's
-    RANSAC PnP (SQPnP, 5 px) at `focal`, or at the best of a geometric sweep (most inliers)."""
-    height, width = points.shape[:2]
-    valid = np.isfinite(points).all(-1)
-    if valid.sum() < 4:
-        return None
-    cols, rows = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    pixels = np.stack((cols, rows), axis=-1)[valid]
-    world = points[valid].astype(np.float32)
-    size = max(width, height)
-    candidates = [focal] if focal is not None else list(np.geomspace(size / 2, 3 * size, FOCAL_SWEEP))
-    best: tuple[int, float, np.ndarray, np.ndarray] | None = None
-    for candidate in candidates:
-        camera = np.array([[candidate, 0, width / 2], [0, candidate, height / 2], [0, 0, 1]], dtype=np.float32)
-        try:
-            ok, rvec, tvec, inliers = cv2.solvePnPRansac(
-                world, pixels, camera, None, iterationsCount=niter, reprojectionError=PNP_REPROJECTION_PX, flags=cv2.SOLVEPNP_SQPNP,
-            )
-        except cv2.error:
-            continue
-        if ok and inliers is not None and (best is None or len(inliers) > best[0]):
-            best = (len(inliers), float(candidate), rvec, tvec)
-    if best is None:
-        return None
-    world_to_camera = np.eye(4)
-    world_to_camera[:3, :3] = cv2.Rodrigues(best[2])[0]
-    world_to_camera[:3, 3] = best[3].ravel()
-    return np.linalg.inv(world_to_camera), best[1]
-
-
-class SceneFromViewsFast3r(SceneFromViewsBase):
+class SceneFromViewsFast3r(PnpPosedModel):
     """Fast3R (Yang et al., CVPR 2025): all views through one network pass; poses by PnP.
 
     Output scale is the model's own ("map units"), not metres.
@@ -238,12 +201,7 @@ class SceneFromViewsFast3r(SceneFromViewsBase):
         with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
                                                     enabled=self.amp_dtype is not None):
             out = self.network([t.to(self.device) for t in processed.tensors], torch.from_numpy(ids))
-        outputs: dict[str, Any] = {}
-        for key, values in out.items():
-            arrays = [v[0].float().cpu().numpy() for v in values]
-            same = all(a.shape == arrays[0].shape for a in arrays)
-            outputs[key] = np.stack(arrays) if same else arrays
-        return Fast3rOutputs(outputs, ids)
+        return Fast3rOutputs(ViewOutputs.from_views({key: [v[0] for v in values] for key, values in out.items()}), ids)
 
     def postprocess_results(
         self, raw: Fast3rOutputs, images: list[np.ndarray], processed: PairViews, as_pointcloud: bool = True, **kwargs: Any
@@ -251,7 +209,7 @@ class SceneFromViewsFast3r(SceneFromViewsBase):
         """Local points aligned to the global ones, focal, PnP poses (see the module doc)."""
         opts = self.call_options(kwargs)
         num = len(processed.rgb)
-        local_key = "pts3d_local" if "pts3d_local" in raw.outputs else "pts3d_in_other_view"
+        local_key = "pts3d_local" if "pts3d_local" in raw else "pts3d_in_other_view"
         aligned, scales = [], []
         for v in range(num):
             points, scale = align_local_to_global(raw.view(local_key, v), raw.view("pts3d_in_other_view", v), raw.view("conf", v),
@@ -263,11 +221,13 @@ class SceneFromViewsFast3r(SceneFromViewsBase):
         if method == "first_view_from_global_head":
             shared = first_view_focal(raw.view("pts3d_in_other_view", 0), raw.view("conf", 0))
         elif method == "first_view_from_local_head":
-            shared = first_view_focal(aligned[0], raw.view("conf_local" if "conf_local" in raw.outputs else "conf", 0))
+            shared = first_view_focal(aligned[0], raw.view("conf_local" if "conf_local" in raw else "conf", 0))
         poses, focals = [], []
         for v in range(num):
-            found = pnp_pose(raw.view("pts3d_in_other_view", v), shared, opts.niter_PnP)
             height, width = processed.rgb[v].shape[:2]
+            size = max(width, height)
+            candidates = [shared] if shared is not None else list(np.geomspace(size / 2, 3 * size, FOCAL_SWEEP))
+            found = pnp_pose(raw.view("pts3d_in_other_view", v), candidates, opts.niter_PnP, PNP_REPROJECTION_PX, method=cv2.SOLVEPNP_SQPNP)
             poses.append(found[0] if found is not None else np.eye(4))
             focals.append(found[1] if found is not None else shared or max(height, width) / (2 * np.tan(np.radians(30))))
         to_first = np.linalg.inv(poses[0])
@@ -278,25 +238,8 @@ class SceneFromViewsFast3r(SceneFromViewsBase):
         depths = [(local[v][..., 2] * scales[v]).astype(np.float32) for v in range(num)]
         confidences = [raw.view("conf", v).astype(np.float32) for v in range(num)]
         masks = [c >= np.percentile(c, opts.conf_thres) if opts.conf_thres > 0 else np.ones(c.shape, bool) for c in confidences]
-        intrinsics = []
-        for v in range(num):
-            height, width = processed.rgb[v].shape[:2]
-            intrinsics.append(np.array([[focals[v], 0, width / 2], [0, focals[v], height / 2], [0, 0, 1.0]]))
-        cloud = PointCloud.from_views(clouds, processed.rgb, masks) if as_pointcloud else PointCloud(np.zeros((0, 3)), np.zeros((0, 3)))
-        return SceneFromViewsResult(
-            global_point_cloud=cloud, camera_poses=poses, processed_images=processed.rgb, depth_predictions=depths,
-            point_clouds=clouds, intrinsics=intrinsics, confidences=confidences, masks=masks,
-            extras={
-                "image_ids": raw.image_ids, "focals": np.asarray(focals), "local_to_global_scales": np.asarray(scales),
-                "intrinsics_original": list(intrinsics_in_original_pixels(intrinsics, processed.scales, processed.offsets)),
-                "scales": processed.scales, "offsets": processed.offsets,
-            },
-        )
-
-    def create_optimizer_input(self, raw: Fast3rOutputs, processed: PairViews) -> SceneOptimizerInput:
-        """One pair prediction per ordered pair of views, from the aligned point maps."""
-        result = self.postprocess_results(raw, processed.rgb, processed, as_pointcloud=False)
-        return optimizer_input_from_result(result, raw=raw, device=str(self.device))
+        extras = {"image_ids": raw.image_ids, "local_to_global_scales": np.asarray(scales)}
+        return self.assemble_result(processed, poses, depths, clouds, confidences, masks, focals, as_pointcloud, extras)
 
 
 __all__ = ["Fast3rOptions", "Fast3rOutputs", "SceneFromViewsFast3r", "draw_image_ids"]

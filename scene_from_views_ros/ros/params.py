@@ -132,6 +132,7 @@ def build_backend(settings: MappingSettings, previous: Backend | None = None) ->
     model is built (slow: run it off the callback thread).  Errors propagate."""
     if previous is not None and previous.settings.model_signature() == settings.model_signature():
         model = previous.model.with_call_options(**call_option_values(settings.model_options, previous.model))
+        model.check_window(settings.mapper.window.size)
     else:
         model = settings.build_model()
     return Backend(model, settings.build_optimizer(), settings)

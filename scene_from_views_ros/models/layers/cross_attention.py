@@ -30,13 +30,13 @@ class CrossAttention(nn.Module):
         self.projv = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(
         self, query: torch.Tensor, memory: torch.Tensor, query_rope: RopeTables | None, memory_rope: RopeTables | None
     ) -> torch.Tensor:
-        q, k, v = self._heads(self.projq(query)), self._heads(self.projk(memory)), self._heads(self.projv(memory))
+        q, k, v = self.split_heads(self.projq(query)), self.split_heads(self.projk(memory)), self.split_heads(self.projv(memory))
         if query_rope is not None and memory_rope is not None:
             q, k = apply_rope2d(q, query_rope), apply_rope2d(k, memory_rope)
         x = F.scaled_dot_product_attention(q, k, v)

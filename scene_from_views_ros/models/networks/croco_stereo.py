@@ -32,7 +32,9 @@ from ..layers.cross_attention import DecoderBlock
 from ..layers.dpt_adapter import DptAdapter
 
 HEAD_TYPES = ("linear", "dpt", "catmlp+dpt")
-NETWORK_CLASSES = {"AsymmetricCroCo3DStereo": "dust3r", "AsymmetricMASt3R": "mast3r"}
+# The reference classes whose constructor strings official .pth files store, and their family.
+NETWORK_CLASSES = {"AsymmetricCroCo3DStereo": "dust3r", "AsymmetricMASt3R": "mast3r", "AsymmetricCroCo3DStereoMultiView": "mvdust3r"}
+FAMILY_NAMES = {"dust3r": "DUSt3R", "mast3r": "MASt3R", "mvdust3r": "MV-DUSt3R"}
 INF = math.inf
 
 # An activation mode as the reference writes it: (name, vmin, vmax).
@@ -128,23 +130,39 @@ class CroCoStereoConfig:
     @classmethod
     def from_constructor(cls, text: str) -> CroCoStereoConfig:
         """From the constructor string an official .pth stores in args.model, e.g.
-        "AsymmetricMASt3R(enc_depth=24, ..., conf_mode=('exp', 1, inf))".
+        "AsymmetricMASt3R(enc_depth=24, ..., conf_mode=('exp', 1, inf))" (see `parse_constructor`)."""
+        family, values = parse_constructor(text)
+        if family not in ("dust3r", "mast3r"):
+            raise WrongFamilyError(family, f"the checkpoint describes a {FAMILY_NAMES[family]} network, not DUSt3R/MASt3R")
+        return cls.from_dict(values, family)
 
-        Parsed as data (literals and `inf` only), never evaluated.
-        """
-        try:
-            call = ast.parse(text.strip(), mode="eval").body
-        except SyntaxError as error:
-            raise ConfigError(f"cannot parse the network description {text!r}: {error.msg}") from error
-        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.func.id not in NETWORK_CLASSES:
-            raise ConfigError(
-                f"the checkpoint describes a network {text[:80]!r}, not one of {', '.join(NETWORK_CLASSES)}: "
-                "is it a DUSt3R/MASt3R checkpoint?"
-            )
-        if call.args:
-            raise ConfigError(f"unexpected positional arguments in the network description {text!r}")
-        values = {kw.arg: _literal(kw.value, text) for kw in call.keywords if kw.arg is not None}
-        return cls.from_dict(values, NETWORK_CLASSES[call.func.id])
+
+class WrongFamilyError(ConfigError):
+    """A checkpoint of another CroCo-family network: `family` says which."""
+
+    def __init__(self, family: str, message: str) -> None:
+        super().__init__(message)
+        self.family = family
+
+
+def parse_constructor(text: str) -> tuple[str, dict[str, Any]]:
+    """(family, keyword arguments) of a reference constructor string ("Class(a=1, b=('exp', 1, inf))").
+
+    Parsed as data (literals, dicts and `inf` only), never evaluated; the class must be one of
+    `NETWORK_CLASSES`.
+    """
+    try:
+        call = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as error:
+        raise ConfigError(f"cannot parse the network description {text!r}: {error.msg}") from error
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.func.id not in NETWORK_CLASSES:
+        raise ConfigError(
+            f"the checkpoint describes a network {text[:80]!r}, not one of {', '.join(NETWORK_CLASSES)}: "
+            "is it a DUSt3R/MASt3R/MV-DUSt3R checkpoint?"
+        )
+    if call.args:
+        raise ConfigError(f"unexpected positional arguments in the network description {text!r}")
+    return NETWORK_CLASSES[call.func.id], {kw.arg: _literal(kw.value, text) for kw in call.keywords if kw.arg is not None}
 
 
 def _literal(node: ast.AST, text: str) -> Any:
@@ -156,6 +174,8 @@ def _literal(node: ast.AST, text: str) -> Any:
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, (ast.Tuple, ast.List)):
         return tuple(_literal(element, text) for element in node.elts)
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_literal(key, text): _literal(value, text) for key, value in zip(node.keys, node.values, strict=True)}  # type: ignore[arg-type]
     if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float, bool, type(None))):
         return node.value
     raise ConfigError(f"the network description {text[:120]!r} holds a non-literal value ({ast.dump(node)[:60]}); refusing to evaluate it")
@@ -219,7 +239,8 @@ class PointsHead(nn.Module):
         grid = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, image_hw[0] // p, image_hw[1] // p)
         return F.pixel_shuffle(grid, p)
 
-    def forward(self, layers: Sequence[torch.Tensor], image_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def maps(self, layers: Sequence[torch.Tensor], image_hw: tuple[int, int]) -> torch.Tensor:
+        """The pre-activation maps (B, C, H, W): points, confidence, descriptors."""
         cfg = self.cfg
         if cfg.head_type == "linear":
             maps = self._per_pixel(self.proj(layers[-1]), image_hw)
@@ -228,6 +249,11 @@ class PointsHead(nn.Module):
         if cfg.descriptor_dim:
             features = self.head_local_features(torch.cat([layers[0], layers[-1]], dim=-1))
             maps = torch.cat([maps, self._per_pixel(features, image_hw)], dim=1)
+        return maps
+
+    def activate(self, maps: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pre-activation maps (B, C, H, W) -> named outputs (B, H, W, ...)."""
+        cfg = self.cfg
         fmap = maps.permute(0, 2, 3, 1)
         out = {"pts3d": activate_points(fmap[..., 0:3], cfg.depth_mode)}
         if cfg.conf_mode is not None:
@@ -241,6 +267,9 @@ class PointsHead(nn.Module):
             else:
                 out["desc_conf"] = out["conf"].clone()
         return out
+
+    def forward(self, layers: Sequence[torch.Tensor], image_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
+        return self.activate(self.maps(layers, image_hw))
 
 
 @dataclass
