@@ -87,6 +87,10 @@ def test_the_variant_comes_from_the_file(tmp_path: Path) -> None:
     renamed = tmp_path / "weights.pth"
     shutil.copy(FIXTURE / "tiny_MVDp_s2.pth", renamed)
     assert build("", renamed).variant == "MVDp"  # s1 and s2 differ in weights only: the name tells
+    # a copy of the hub repo: the release files under checkpoints/
+    (tmp_path / "repo" / "checkpoints").mkdir(parents=True)
+    shutil.copy(FIXTURE / "tiny_MVD.pth", tmp_path / "repo" / "checkpoints" / "MVD.pth")
+    assert build("", tmp_path / "repo").variant == "MVD"
 
 
 def test_too_few_views_are_refused_with_the_fix() -> None:

@@ -131,7 +131,10 @@ class SceneFromViewsMvDust3r(PnpPosedModel):
 
     model_type: ClassVar[SceneFromViewsType] = SceneFromViewsType.MVDUST3R
     options_class: ClassVar[type[ModelOptions]] = MvDust3rOptions
-    checkpoint_filenames: ClassVar[tuple[str, ...]] = ("MVDp_s2.pth", "MVDp_s1.pth", "MVD.pth")
+    # the hub repo's layout (a bare repo id or a copy of it) first, then a folder of the files
+    checkpoint_filenames: ClassVar[tuple[str, ...]] = tuple(
+        f"{folder}{name}" for folder in ("checkpoints/", "") for name in ("MVDp_s2.pth", "MVDp_s1.pth", "MVD.pth")
+    )
     options: MvDust3rOptions
 
     def __init__(self, device: str | torch.device | None = None, **options: Any) -> None:
