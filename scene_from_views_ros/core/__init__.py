@@ -1,5 +1,6 @@
 """The scene_from_views core API (no ROS imports here)."""
 from .base import ModelOptions, SceneFromViewsBase
+from .cameras import KnownCameras
 from .checkpoint import load_checkpoint_into, load_state_dict, load_state_dict_strict, resolve_checkpoint
 from .device import resolve_device
 from .errors import (
@@ -28,6 +29,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "InvalidImageError",
     "InvalidOptionError",
+    "KnownCameras",
     "MissingDependencyError",
     "ModelNotImplementedError",
     "ModelOptions",

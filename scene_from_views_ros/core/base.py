@@ -10,8 +10,9 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch
 
+from .cameras import KnownCameras
 from .device import resolve_device
-from .errors import InvalidImageError, UnknownKwargError
+from .errors import InvalidImageError, InvalidOptionError, UnknownKwargError
 from .images import ImageInput, load_images
 from .options import BUILD, CALL, Options, option
 from .result import PointCloud, SceneFromViewsResult
@@ -60,6 +61,10 @@ class SceneFromViewsBase(abc.ABC):
     gives_descriptors: ClassVar[bool] = False
     #: The scene optimizer `reconstruct` runs unless told otherwise ("none": the model's own result).
     default_optimizer: ClassVar[str] = "none"
+    #: Whether `reconstruct` can take the views' known intrinsics / camera-to-world poses
+    #: (`infer(..., known_cameras=KnownCameras)`); a model that cannot refuses them.
+    accepts_known_intrinsics: ClassVar[bool] = False
+    accepts_known_poses: ClassVar[bool] = False
 
     def __init__(
         self, device: str | torch.device | None = None, optimizer_config: Mapping[str, Any] | None = None, **options: Any
@@ -111,6 +116,16 @@ class SceneFromViewsBase(abc.ABC):
         size is given, so that a bad size fails at start-up, not at the first window."""
         self.options.check_window(views)
 
+    def check_known_cameras(self, intrinsics: bool, poses: bool) -> None:
+        """Refuse known intrinsics / poses this model cannot use (rather than ignore them)."""
+        unused = [name for name, given, accepted in (("intrinsics", intrinsics, self.accepts_known_intrinsics),
+                                                      ("poses", poses, self.accepts_known_poses)) if given and not accepted]
+        if unused:
+            raise InvalidOptionError(
+                f"{type(self).__name__} cannot use known camera {' or '.join(unused)}: it estimates its own cameras from the "
+                "images; leave them out (the node and the offline tool pass them only to models that use them)"
+            )
+
     def check_image(self, image: np.ndarray) -> None:
         """Raise InvalidImageError if this model cannot take `image` (RGB uint8 HxWx3) with its
         current options.  Cheap: a mapper drops such a frame before it reaches a window."""
@@ -146,6 +161,8 @@ class SceneFromViewsBase(abc.ABC):
         optimizer: Any = None,
         optimizer_kwargs: dict[str, Any] | None = None,
         rgb: bool = False,
+        known_intrinsics: Any = None,
+        known_poses: Any = None,
         **kwargs: Any,
     ) -> SceneFromViewsResult:
         """Reconstruct a scene from images (BGR arrays unless ``rgb=True``, or file paths).
@@ -156,16 +173,21 @@ class SceneFromViewsBase(abc.ABC):
         "none" (no optimizer), an optimizer name ("dense_scene_optimizer", ...), a
         `SceneOptimizerBase` instance, or a list of them run in turn (e.g. an alignment, then
         "tsdf_refinement"); `optimizer_kwargs` configure a named one.
+        `known_intrinsics` (one 3x3 per image, in its pixels) and `known_poses` (one 4x4
+        camera-to-world per image, OpenCV axes) are cameras the caller knows, for a model that
+        accepts them (`accepts_known_intrinsics` / `accepts_known_poses`); see core/cameras.py.
         """
         self.call_options(kwargs)  # checked before any image is read
+        self.check_known_cameras(known_intrinsics is not None, known_poses is not None)
         if optimizer is None:
             optimizer = self.optimizer
         elif isinstance(optimizer, str) and optimizer.strip().lower() in ("none", ""):
             optimizer = None
         rgb_images = load_images(images, rgb=rgb)
+        cameras = KnownCameras.checked(known_intrinsics, known_poses, [image.shape[:2] for image in rgb_images])
         with torch.inference_mode():
             processed = self.preprocess_images(rgb_images, **kwargs)
-            raw = self.infer(processed, **kwargs)
+            raw = self.infer(processed, **kwargs) if cameras is None else self.infer(processed, known_cameras=cameras, **kwargs)
         result = self.postprocess_results(raw, rgb_images, processed, as_pointcloud=as_pointcloud, **kwargs)
         if optimizer is not None:
             result = self.apply_optimizer_postprocessing(result, raw, processed, optimizer, optimizer_kwargs, as_pointcloud)

@@ -65,12 +65,19 @@ def as_reconstructor(backend: Any, **kwargs: Any) -> Reconstructor:
     """Adapt a model (anything with ``reconstruct(images, rgb=True, **kw)``) to a Reconstructor.
 
     `kwargs` are passed to every `reconstruct` call; a plain callable is returned unchanged.
-    The mapper uses the per-view outputs only, so the model skips fusing a global cloud.
+    The mapper uses the per-view outputs only, so the model skips fusing a global cloud.  A
+    model that accepts known intrinsics gets the keyframes' (CameraInfo, the offline tool's
+    --intrinsics) when every keyframe of the window has them.
     """
     if hasattr(backend, "reconstruct"):
-        return lambda keyframes: backend.reconstruct(
-            [keyframe.image for keyframe in keyframes], rgb=True, as_pointcloud=False, **kwargs
-        )
+        takes_intrinsics = bool(getattr(backend, "accepts_known_intrinsics", False))
+
+        def reconstruct(keyframes: list[Keyframe]) -> SceneFromViewsResult:
+            intrinsics = [keyframe.frame.intrinsics for keyframe in keyframes]
+            known = {"known_intrinsics": intrinsics} if takes_intrinsics and all(k is not None for k in intrinsics) else {}
+            return backend.reconstruct([keyframe.image for keyframe in keyframes], rgb=True, as_pointcloud=False, **known, **kwargs)
+
+        return reconstruct
     if callable(backend):
         return backend
     raise TypeError(f"a mapping backend needs a reconstruct(images, rgb=True) method or must be callable, got {type(backend).__name__}")
