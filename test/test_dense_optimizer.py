@@ -271,3 +271,24 @@ def test_tiny_dust3r_pipeline_returns_the_optimizers_result():
         assert np.isfinite(item).all()
     np.testing.assert_allclose(result.camera_poses[1], direct.camera_poses[1], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(result.depth_predictions[2], direct.depth_predictions[2], rtol=1e-4, atol=1e-6)
+
+
+def test_known_intrinsics_are_kept_fixed_and_help(scene):
+    truth = np.stack([np.array([[f, 0.0, 32.0], [0.0, f, 24.0], [0.0, 0.0, 1.0]]) for f in scene.focals])
+    free = DenseSceneOptimizer(niter=60).optimize(scene.optimizer_input)
+    given = DenseSceneOptimizer(niter=60).optimize(dataclasses.replace(scene.optimizer_input, known_intrinsics=truth))
+    np.testing.assert_allclose(np.stack(given.intrinsics), truth)  # preset: not optimised
+    _check_conventions(given, 5, (48, 64))
+    free_errors, given_errors = _errors(scene, free), _errors(scene, given)
+    assert given_errors["focal"] == 0.0 and given_errors["ate"] <= free_errors["ate"], (free_errors, given_errors)
+    # a wrong focal is honoured too, and the depths pay for it
+    wrong = DenseSceneOptimizer(niter=60).optimize(dataclasses.replace(scene.optimizer_input, known_intrinsics=truth * [[1.3], [1.3], [1.0]]))
+    np.testing.assert_allclose(_focals(wrong), 1.3 * scene.focals)
+    assert _errors(scene, wrong)["depth"] > 2 * given_errors["depth"]
+    # two views: the pair-viewer shortcut estimates its own focals, so it is not taken
+    two = synthetic.make_scene(num_views=2, height=48, width=64, seed=3)
+    optimizer = DenseSceneOptimizer(niter=5)
+    out = optimizer.optimize(dataclasses.replace(two.optimizer_input, known_intrinsics=truth[:2]))
+    assert not optimizer.last_run.two_view_shortcut and _focals(out).tolist() == two.focals.tolist()
+    with pytest.raises(InvalidOptionError, match=r"known_intrinsics of shape \(3, 3, 3\): expected \(5, 3, 3\)"):
+        DenseSceneOptimizer(niter=1).optimize(dataclasses.replace(scene.optimizer_input, known_intrinsics=truth[:3]))

@@ -46,7 +46,7 @@ class SceneOptimizerInput:
     `pair_predictions`, `images` (the processed RGB uint8 views) and `true_shapes` ((N, 2)
     int [H, W] per view) are all an optimizer may rely on; `result` (the model's own
     reconstruction, an initial guess), `raw` (the model's raw output) and `device` are
-    optional extras.
+    optional extras; `known_intrinsics` the cameras' intrinsics when the caller knows them.
     """
 
     pair_predictions: list[PairPrediction]
@@ -55,6 +55,8 @@ class SceneOptimizerInput:
     result: SceneFromViewsResult | None = None
     raw: Any = None
     device: str = "cpu"
+    #: Known intrinsics (N, 3, 3) in the pixels of `images`: an optimizer that can keeps them fixed.
+    known_intrinsics: np.ndarray | None = None
 
     @property
     def num_views(self) -> int:

@@ -24,11 +24,15 @@ Differences from the reference, on purpose:
 * the output is expressed in view 0's camera frame, at the scale of view 0's most confident
   pair prediction (the reference leaves it in the optimizer's arbitrary frame at scale 0.5);
 * `init="none"` is the reference's random start, drawn from a seeded generator (`seed`).
+
+Known intrinsics (`SceneOptimizerInput.known_intrinsics`) are the reference's preset focals and
+principal points: they replace the start's and stay fixed (one focal per view, the mean of fx
+and fy), and the two-view shortcut, which estimates its own focals, is not taken.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import cv2
@@ -527,6 +531,20 @@ def _pnp_relative(points_in_other: np.ndarray, mask: np.ndarray, focal: float, p
     return invert_sim3(world_to_camera)
 
 
+def _known_intrinsics(optimizer_input: SceneOptimizerInput, shapes: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(focals (N,), principal points (N, 2)) of the input's known intrinsics, checked, or None."""
+    known = optimizer_input.known_intrinsics
+    if known is None:
+        return None
+    matrices = np.asarray(known, dtype=np.float64)
+    if matrices.shape != (len(shapes), 3, 3) or not np.isfinite(matrices).all() or not (matrices[:, [0, 1], [0, 1]] > 0).all():
+        raise InvalidOptionError(
+            f"known_intrinsics of shape {matrices.shape}: expected ({len(shapes)}, 3, 3) finite pinhole matrices with positive "
+            "focals, one per view, in the pixels of the optimizer input's images"
+        )
+    return matrices[:, [0, 1], [0, 1]].mean(axis=1), matrices[:, :2, 2].copy()
+
+
 def _two_view(pairs: list[PairPrediction], shapes: list[tuple[int, int]], confidences: list[np.ndarray],
               min_conf_thr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]] | None:
     """The reference's PairViewer: no optimisation, the more confident direction's prediction.
@@ -611,7 +629,8 @@ class DenseSceneOptimizer(SceneOptimizerBase):
         pairs = optimizer_input.pair_predictions
         confidences = view_confidences(pairs, shapes)
         self.last_run = DenseRunInfo()
-        shortcut = _two_view(pairs, shapes, confidences, opts.min_conf_thr) if initial_state is None else None
+        known = _known_intrinsics(optimizer_input, shapes)
+        shortcut = _two_view(pairs, shapes, confidences, opts.min_conf_thr) if initial_state is None and known is None else None
         if shortcut is not None:
             poses, focals, pps, depths = shortcut
             self.last_run.two_view_shortcut = True
@@ -619,8 +638,12 @@ class DenseSceneOptimizer(SceneOptimizerBase):
             if initial_state is not None:
                 _check_state(initial_state, shapes, len(pairs))
             state = initial_state if initial_state is not None else self._initial_state(optimizer_input, shapes)
-            state = self._run(optimizer_input, shapes, state)
+            if known is not None:
+                state = replace(state, focals=known[0], principal_points=known[1])
+            state = self._run(optimizer_input, shapes, state, fixed_intrinsics=known is not None)
             poses, focals, pps, depths = state.camera_poses, state.focals, state.principal_points, state.depths
+            if known is not None:  # exactly as given (the float32 parameters round them)
+                focals, pps = known
             poses, depths = self._to_view0(pairs, state)
         clouds = [unproject_depth(d[None], _intrinsics(f, pp)[None], pose[None])[0] for d, f, pp, pose in zip(depths, focals, pps, poses, strict=True)]
         intrinsics = [_intrinsics(float(f), pp) for f, pp in zip(focals, pps, strict=True)]
@@ -635,12 +658,15 @@ class DenseSceneOptimizer(SceneOptimizerBase):
             confidences=[c.astype(np.float32) for c in confidences],
         )
 
-    def _run(self, optimizer_input: SceneOptimizerInput, shapes: list[tuple[int, int]], state: DenseState) -> DenseState:
-        """Adam over the reference's loss, on the input's device."""
+    def _run(self, optimizer_input: SceneOptimizerInput, shapes: list[tuple[int, int]], state: DenseState,
+             fixed_intrinsics: bool = False) -> DenseState:
+        """Adam over the reference's loss, on the input's device (focals and principal points
+        fixed at the state's with `fixed_intrinsics`)."""
         opts = self.options
         device = torch.device(optimizer_input.device)
         problem = _build_problem(optimizer_input.pair_predictions, shapes, opts.conf_weight, device)
-        params = _Parameters(problem, state, opts.optimize_pp)
+        params = _Parameters(problem, state, opts.optimize_pp and not fixed_intrinsics)
+        params.log_focal.requires_grad_(not fixed_intrinsics)
         squared = opts.loss == "l2"
         optimizer = torch.optim.Adam(params.trainable(), lr=opts.lr, betas=BETAS)
         losses: list[torch.Tensor] = []  # kept as tensors: no device sync per step
