@@ -49,7 +49,7 @@ def test_models_that_estimate_their_cameras_refuse_known_ones() -> None:
     model = SceneFromViewsVggt(device="cpu", **OPTIONS)
     with pytest.raises(InvalidOptionError, match="cannot use known camera intrinsics: it estimates its own cameras"):
         model.reconstruct(images(), rgb=True, known_intrinsics=[pinhole()] * 3)
-    with pytest.raises(InvalidOptionError, match="cannot use known camera intrinsics or poses"):
+    with pytest.raises(InvalidOptionError, match="cannot use known camera intrinsics or poses: it estimates its own cameras"):
         model.reconstruct(images(), rgb=True, known_intrinsics=[pinhole()] * 3, known_poses=[np.eye(4)] * 3)
 
 
@@ -100,3 +100,69 @@ def test_the_mapper_passes_the_frames_intrinsics_to_a_model_that_takes_them() ->
         mapper.add_frame(sequence.frame(index))
     mapper.flush()
     assert (mapper.stats.windows_done, mapper.stats.windows_failed) == (1, 0)
+
+
+# ----------------------------------------------------------------------------- DUSt3R / MASt3R
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pair_model(model_type: str) -> Any:
+    import yaml
+
+    from scene_from_views_ros.core.factory import scene_from_views_factory
+
+    folder = FIXTURES / f"{model_type}_tiny"
+    options = yaml.safe_load((folder / "model.yaml").read_text())
+    options = {k: str(folder / v) if k in ("checkpoint", "config") and v else v for k, v in options.items()}
+    return scene_from_views_factory(model_type, device="cpu", **options)
+
+
+@pytest.mark.parametrize(("model_type", "optimizer", "kwargs"), [
+    ("dust3r", "dense_scene_optimizer", {"niter": 5}),
+    ("mast3r", "sparse_scene_optimizer", {"niter1": 5, "niter2": 5}),
+])
+def test_pairwise_models_hand_known_intrinsics_to_their_optimizer(model_type: str, optimizer: str, kwargs: dict[str, Any]) -> None:
+    from scene_from_views_ros.geometry.camera import intrinsics_in_original_pixels, intrinsics_in_processed_pixels
+
+    model = pair_model(model_type)
+    views = images(3)
+    given = [pinhole(fx=40.0 + 5 * i, cx=31.0, cy=25.0) for i in range(3)]
+    result = model.reconstruct(views, rgb=True, optimizer=optimizer, optimizer_kwargs=kwargs, known_intrinsics=given)
+    scales, offsets = result.extras["scales"], result.extras["offsets"]
+    expected = intrinsics_in_processed_pixels(np.stack(given), scales, offsets)
+    np.testing.assert_allclose(np.stack(result.intrinsics), expected, rtol=1e-5)  # kept fixed, in the network's pixels
+    np.testing.assert_allclose(intrinsics_in_original_pixels(expected, scales, offsets), np.stack(given), rtol=1e-12)
+    free = model.reconstruct(views, rgb=True, optimizer=optimizer, optimizer_kwargs=kwargs)
+    assert not np.allclose(np.stack(free.intrinsics), expected, rtol=1e-3)
+    # the fast path would ignore them: refused, with the fix
+    with pytest.raises(InvalidOptionError, match="only its scene optimizers .* use them"):
+        model.reconstruct(views, rgb=True, optimizer="none", known_intrinsics=given)
+    assert model.uses_known_intrinsics() and not model.uses_known_intrinsics("none")
+    assert not model.uses_known_intrinsics("tsdf_refinement") and model.uses_known_intrinsics(["dense_scene_optimizer", "tsdf_refinement"])
+
+
+def test_the_offline_tool_gives_intrinsics_to_frames_without_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import cv2
+
+    from scene_from_views_ros.cli.map import main as cli_main
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    sequence = make_sequence(6, 96, 72)
+    for index in range(6):
+        cv2.imwrite(str(folder / f"{index:03d}.png"), cv2.cvtColor(sequence.frame(index).image, cv2.COLOR_RGB2BGR))
+    tiny = FIXTURES / "dust3r_tiny"
+    common = ["--device", "cpu", "-q", "-p", "model_type=dust3r", "-p", f"model.checkpoint={tiny / 'weights.safetensors'}",
+              "-p", f"model.config={tiny / 'config.json'}", "-p", "model.image_size=64", "-p", "keyframe.min_change=0.0",
+              "-p", "window.size=3", "-p", "window.overlap=1", "-p", "chain.min_inlier_ratio=0.0", "--intrinsics", "80,80,47.5,35.5"]
+    out = tmp_path / "out"
+    code = cli_main([str(folder), "--out", str(out), *common, "-p", "optimizer.type=dense_scene_optimizer", "-p", "optimizer.niter=5"])
+    assert code == 0, capsys.readouterr().err
+    keyframes = json.loads((out / "keyframes.json").read_text())["keyframes"]
+    assert keyframes and all(k["camera_intrinsics"] == [[80.0, 0.0, 47.5], [0.0, 80.0, 35.5], [0.0, 0.0, 1.0]] for k in keyframes)
+    # 96x72 -> 64x48 (x 2/3, no crop): the model kept the given camera, in its input's pixels
+    np.testing.assert_allclose(keyframes[0]["intrinsics"], [[80 * 2 / 3, 0, 47.5 * 2 / 3], [0, 80 * 2 / 3, 35.5 * 2 / 3], [0, 0, 1]], rtol=1e-5)
+    refused = cli_main([str(folder), "--out", str(tmp_path / "refused"), *common, "-p", "optimizer.type=none"])
+    assert refused != 0 and "--intrinsics is not used by model_type dust3r with optimizer.type none" in capsys.readouterr().err

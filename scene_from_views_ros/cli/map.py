@@ -26,9 +26,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
-from ..core.errors import CheckpointNotFoundError, InvalidImageError, SceneFromViewsError
+from ..core.errors import CheckpointNotFoundError, InvalidImageError, InvalidOptionError, SceneFromViewsError
 from ..core.files import remove_path, write_text
 from ..core.signals import signals_interrupt
 from ..io.outputs import KEYFRAME_FILES, RUN_OUTPUTS, MapOutputs, RunSummary
@@ -99,6 +100,17 @@ def _size(text: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def _camera_matrix(text: str) -> np.ndarray:
+    """FX,FY,CX,CY (pixels) -> 3x3 pinhole matrix."""
+    try:
+        fx, fy, cx, cy = (float(value) for value in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FX,FY,CX,CY in pixels, e.g. 525,525,319.5,239.5, got {text!r}") from None
+    if not (fx > 0 and fy > 0 and np.isfinite([cx, cy]).all()):
+        raise argparse.ArgumentTypeError(f"focal lengths must be positive and the principal point finite, got {text!r}")
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -118,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--start", type=float, default=0.0, metavar="S", help="skip frames before S seconds from the first frame")
     source.add_argument("--end", type=float, default=None, metavar="S", help="stop after S seconds from the first frame")
     source.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")
+    source.add_argument("--intrinsics", type=_camera_matrix, metavar="FX,FY,CX,CY",
+                        help="the camera's intrinsics in the input images' pixels, for frames that carry none (image folders, "
+                             "videos, bags without CameraInfo); for models that use known intrinsics (DUSt3R/MASt3R with a scene optimizer)")
     source.add_argument("--fps", type=float, default=10.0, help="frame rate assumed for image files, which carry no stamps (default 10)")
 
     mode = parser.add_argument_group("mode and outputs")
@@ -250,6 +265,12 @@ def _set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+def _with_intrinsics(frames: Iterable[Frame], intrinsics: np.ndarray) -> Iterable[Frame]:
+    """The frames, those without intrinsics of their own given `intrinsics` (a list stays a list)."""
+    given = (frame if frame.intrinsics is not None else replace(frame, intrinsics=intrinsics) for frame in frames)
+    return list(given) if isinstance(frames, list) else given
+
+
 def _map_frames(
     mapper: SlidingWindowMapper, frames: Iterable[Frame], source: FrameSource, total: int | None, outputs: MapOutputs, quiet: bool
 ) -> tuple[list[str], str]:
@@ -320,6 +341,13 @@ def run(args: argparse.Namespace) -> int:
     optimizer = settings.build_optimizer()
     say(f"{PROG}: loading model {settings.model_type.value} ...")
     model = settings.build_model()
+    if args.intrinsics is not None:
+        if not model.uses_known_intrinsics(optimizer if optimizer is not None else NO_OPTIMIZER):
+            raise InvalidOptionError(
+                f"--intrinsics is not used by model_type {settings.model_type.value} with optimizer.type {settings.optimizer_type}: "
+                f"{model.known_intrinsics_refusal()}; drop --intrinsics or change them"
+            )
+        frames = _with_intrinsics(frames, args.intrinsics)
     checkpoint = getattr(model, "checkpoint_path", None)
     model_text = f"{settings.model_type.value} on {getattr(model, 'device', 'cpu')}" + (f" ({checkpoint})" if checkpoint else "")
 

@@ -116,14 +116,26 @@ class SceneFromViewsBase(abc.ABC):
         size is given, so that a bad size fails at start-up, not at the first window."""
         self.options.check_window(views)
 
-    def check_known_cameras(self, intrinsics: bool, poses: bool) -> None:
-        """Refuse known intrinsics / poses this model cannot use (rather than ignore them)."""
-        unused = [name for name, given, accepted in (("intrinsics", intrinsics, self.accepts_known_intrinsics),
-                                                      ("poses", poses, self.accepts_known_poses)) if given and not accepted]
-        if unused:
+    def uses_known_intrinsics(self, optimizer: Any = None) -> bool:
+        """Whether `reconstruct` with `optimizer` (None: this model's own) uses known intrinsics."""
+        return self.accepts_known_intrinsics
+
+    def known_intrinsics_refusal(self) -> str:
+        """Why this model refuses known intrinsics, and what to do instead."""
+        return "it estimates its own cameras from the images"
+
+    def check_known_cameras(self, intrinsics: bool, poses: bool, optimizer: Any = None) -> None:
+        """Refuse known intrinsics / poses this model (with `optimizer`) cannot use, rather than ignore them."""
+        if intrinsics and not self.uses_known_intrinsics(optimizer):
             raise InvalidOptionError(
-                f"{type(self).__name__} cannot use known camera {' or '.join(unused)}: it estimates its own cameras from the "
-                "images; leave them out (the node and the offline tool pass them only to models that use them)"
+                f"{type(self).__name__} cannot use known camera intrinsics{' or poses' if poses else ''}: "
+                f"{self.known_intrinsics_refusal()}; leave them out (the node and the offline tool pass them only to "
+                "models that use them)"
+            )
+        if poses and not self.accepts_known_poses:
+            raise InvalidOptionError(
+                f"{type(self).__name__} cannot use known camera poses: it estimates its own cameras from the images; "
+                "leave them out"
             )
 
     def check_image(self, image: np.ndarray) -> None:
@@ -178,7 +190,7 @@ class SceneFromViewsBase(abc.ABC):
         accepts them (`accepts_known_intrinsics` / `accepts_known_poses`); see core/cameras.py.
         """
         self.call_options(kwargs)  # checked before any image is read
-        self.check_known_cameras(known_intrinsics is not None, known_poses is not None)
+        self.check_known_cameras(known_intrinsics is not None, known_poses is not None, optimizer)
         if optimizer is None:
             optimizer = self.optimizer
         elif isinstance(optimizer, str) and optimizer.strip().lower() in ("none", ""):

@@ -87,6 +87,17 @@ def intrinsics_in_original_pixels(intrinsics: np.ndarray, scales: np.ndarray, of
     return original
 
 
+def intrinsics_in_processed_pixels(intrinsics: np.ndarray, scales: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The inverse of `intrinsics_in_original_pixels`: (N, 3, 3) intrinsics of the original
+    images mapped to their processed images (x_processed = scale * x_original + offset)."""
+    processed = np.array(intrinsics, dtype=np.float64)
+    processed[:, 0, :2] *= scales[:, 0, None]
+    processed[:, 1, :2] *= scales[:, 1, None]
+    processed[:, 0, 2] = processed[:, 0, 2] * scales[:, 0] + offsets[:, 0]
+    processed[:, 1, 2] = processed[:, 1, 2] * scales[:, 1] + offsets[:, 1]
+    return processed
+
+
 def pnp_pose(
     points: np.ndarray,
     focals: Sequence[float],

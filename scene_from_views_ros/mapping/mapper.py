@@ -70,7 +70,8 @@ def as_reconstructor(backend: Any, **kwargs: Any) -> Reconstructor:
     --intrinsics) when every keyframe of the window has them.
     """
     if hasattr(backend, "reconstruct"):
-        takes_intrinsics = bool(getattr(backend, "accepts_known_intrinsics", False))
+        uses = getattr(backend, "uses_known_intrinsics", None)
+        takes_intrinsics = bool(uses(kwargs.get("optimizer"))) if callable(uses) else False
 
         def reconstruct(keyframes: list[Keyframe]) -> SceneFromViewsResult:
             intrinsics = [keyframe.frame.intrinsics for keyframe in keyframes]

@@ -25,14 +25,16 @@ import torch
 from PIL import Image
 
 from ..core.base import ModelOptions, SceneFromViewsBase, checkpoint_option
+from ..core.cameras import KnownCameras
 from ..core.checkpoint import build_network, read_pickle, resolve_checkpoint, safetensors_index
 from ..core.errors import CheckpointCorruptError, CheckpointMismatchError, CheckpointNotFoundError, InvalidImageError, InvalidOptionError
 from ..core.images import check_rgb_image
 from ..core.options import BUILD, option
 from ..core.result import PointCloud, SceneFromViewsResult
 from ..core.types import SceneFromViewsType
-from ..geometry.camera import intrinsics_in_original_pixels
+from ..geometry.camera import intrinsics_in_original_pixels, intrinsics_in_processed_pixels
 from ..geometry.pair_chain import chain_pairs
+from ..optimizers import chain_uses_known_intrinsics
 from ..optimizers.base import PairPrediction, SceneOptimizerInput
 from .layers.dpt_adapter import canonical_dpt_key
 from .networks.croco_stereo import FAMILY_NAMES, ConfigError, CroCoStereo, CroCoStereoConfig, EncodedViews, WrongFamilyError
@@ -124,11 +126,13 @@ class PairViews:
 
 @dataclass
 class PairOutputs:
-    """Raw network outputs: the ordered pairs and, per pair, view i's and view j's maps."""
+    """Raw network outputs: the ordered pairs and, per pair, view i's and view j's maps; the
+    caller's known intrinsics in the processed images' pixels, when given."""
 
     pairs: list[tuple[int, int]]
     view1: list[dict[str, np.ndarray]]
     view2: list[dict[str, np.ndarray]]
+    known_intrinsics: np.ndarray | None = None
 
 
 def _resize_long_side(image: Image.Image, long_side: int) -> Image.Image:
@@ -287,6 +291,7 @@ class SceneFromViewsDust3r(SceneFromViewsBase):
     checkpoint_filenames: ClassVar[tuple[str, ...]] = ("model.safetensors", "model.pth")
     family: ClassVar[str] = "dust3r"
     default_optimizer: ClassVar[str] = "dense_scene_optimizer"
+    accepts_known_intrinsics: ClassVar[bool] = True  # through its scene optimizers
     options: Dust3rOptions
 
     def __init__(self, device: str | torch.device | None = None, **options: Any) -> None:
@@ -323,9 +328,18 @@ class SceneFromViewsDust3r(SceneFromViewsBase):
             )
         return preprocess_pair_images(images, self.image_size(opts), opts.square_ok, self.cfg.patch_size)
 
-    def infer(self, processed: PairViews, **kwargs: Any) -> PairOutputs:
+    def uses_known_intrinsics(self, optimizer: Any = None) -> bool:
+        """Known intrinsics are kept fixed by the scene optimizers that can (dense, sparse)."""
+        return chain_uses_known_intrinsics(self.optimizer if optimizer is None else optimizer)
+
+    def known_intrinsics_refusal(self) -> str:
+        return ("only its scene optimizers (dense_scene_optimizer, sparse_scene_optimizer) use them, and the fast path "
+                "(optimizer none) would ignore them; choose one of those optimizers")
+
+    def infer(self, processed: PairViews, known_cameras: KnownCameras | None = None, **kwargs: Any) -> PairOutputs:
         """Run the network on every pair of the scene graph (`scene_graph`, `winsize`,
-        `win_cyclic`, `refid`), `batch_size` pairs per pass; each view is encoded once."""
+        `win_cyclic`, `refid`), `batch_size` pairs per pass; each view is encoded once.
+        `known_cameras` intrinsics are kept (in the processed pixels) for the optimizer."""
         opts = self.call_options(kwargs)
         pairs = make_pairs(len(processed.rgb), opts.scene_graph, winsize=opts.winsize, cyclic=opts.win_cyclic, refid=opts.refid)
         with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
@@ -339,7 +353,10 @@ class SceneFromViewsDust3r(SceneFromViewsBase):
                 for slot, k in enumerate(batch):
                     view1[k] = {name: value[slot].float().cpu().numpy() for name, value in res1.items()}
                     view2[k] = {name: value[slot].float().cpu().numpy() for name, value in res2.items()}
-        return PairOutputs(pairs, view1, view2)
+        known = None
+        if known_cameras is not None and known_cameras.intrinsics is not None:
+            known = intrinsics_in_processed_pixels(known_cameras.intrinsics, processed.scales, processed.offsets)
+        return PairOutputs(pairs, view1, view2, known)
 
     @staticmethod
     def _pair_batches(pairs: list[tuple[int, int]], shapes: np.ndarray, batch_size: int) -> list[list[int]]:
@@ -360,6 +377,7 @@ class SceneFromViewsDust3r(SceneFromViewsBase):
             ))
         return SceneOptimizerInput(
             pair_predictions=predictions, images=processed.rgb, true_shapes=processed.true_shapes, raw=raw, device=str(self.device),
+            known_intrinsics=raw.known_intrinsics,
         )
 
     def postprocess_results(

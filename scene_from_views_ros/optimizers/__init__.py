@@ -10,6 +10,7 @@ from .base import (
 from .factory import (
     NO_OPTIMIZER,
     available_optimizers,
+    chain_uses_known_intrinsics,
     optimizer_chain,
     optimizer_class,
     optimizer_from_config,
@@ -24,6 +25,7 @@ __all__ = [
     "SceneOptimizerInput",
     "SceneOptimizerOutput",
     "available_optimizers",
+    "chain_uses_known_intrinsics",
     "optimizer_chain",
     "optimizer_class",
     "optimizer_from_config",

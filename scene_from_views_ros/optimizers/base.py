@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..core.errors import InvalidOptionError
 from ..core.options import Options
 from ..core.result import SceneFromViewsResult
 
@@ -107,6 +108,8 @@ class SceneOptimizerBase(abc.ABC):
     options_class: ClassVar[type[OptimizerOptions]] = OptimizerOptions
     #: Whether it needs the pairs' local descriptors (`desc_*`), which only some models give.
     needs_descriptors: ClassVar[bool] = False
+    #: Whether it keeps `SceneOptimizerInput.known_intrinsics` fixed (otherwise it has no use for them).
+    uses_known_intrinsics: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = self.options_class.create(options)
@@ -114,3 +117,18 @@ class SceneOptimizerBase(abc.ABC):
     @abc.abstractmethod
     def optimize(self, optimizer_input: SceneOptimizerInput) -> SceneOptimizerOutput:
         """Refine `optimizer_input.result` and return the refined geometry."""
+
+
+def known_intrinsics(optimizer_input: SceneOptimizerInput, shapes: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(focals (N,) = the mean of fx and fy, principal points (N, 2)) of the input's known
+    intrinsics, checked against the views' (H, W) `shapes`; None when there are none."""
+    known = optimizer_input.known_intrinsics
+    if known is None:
+        return None
+    matrices = np.asarray(known, dtype=np.float64)
+    if matrices.shape != (len(shapes), 3, 3) or not np.isfinite(matrices).all() or not (matrices[:, [0, 1], [0, 1]] > 0).all():
+        raise InvalidOptionError(
+            f"known_intrinsics of shape {matrices.shape}: expected ({len(shapes)}, 3, 3) finite pinhole matrices with positive "
+            "focals, one per view, in the pixels of the optimizer input's images"
+        )
+    return matrices[:, [0, 1], [0, 1]].mean(axis=1), matrices[:, :2, 2].copy()

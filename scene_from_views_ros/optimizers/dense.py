@@ -45,7 +45,7 @@ from ..core.options import option
 from ..geometry.camera import quaternion_to_matrix, unproject_depth
 from ..geometry.pair_chain import chain_pairs, check_pair_predictions, check_pairs_connected, estimate_focal, view_confidences
 from ..geometry.sim3 import invert_sim3, umeyama
-from .base import OptimizerOptions, PairPrediction, SceneOptimizerBase, SceneOptimizerInput, SceneOptimizerOutput
+from .base import OptimizerOptions, PairPrediction, SceneOptimizerBase, SceneOptimizerInput, SceneOptimizerOutput, known_intrinsics
 
 FOCAL_BREAK = 20.0  # focal parameter = 20 log f (reference `focal_break`)
 PP_SCALE = 10.0  # principal point = image centre + 10 * parameter (reference)
@@ -531,20 +531,6 @@ def _pnp_relative(points_in_other: np.ndarray, mask: np.ndarray, focal: float, p
     return invert_sim3(world_to_camera)
 
 
-def _known_intrinsics(optimizer_input: SceneOptimizerInput, shapes: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray] | None:
-    """(focals (N,), principal points (N, 2)) of the input's known intrinsics, checked, or None."""
-    known = optimizer_input.known_intrinsics
-    if known is None:
-        return None
-    matrices = np.asarray(known, dtype=np.float64)
-    if matrices.shape != (len(shapes), 3, 3) or not np.isfinite(matrices).all() or not (matrices[:, [0, 1], [0, 1]] > 0).all():
-        raise InvalidOptionError(
-            f"known_intrinsics of shape {matrices.shape}: expected ({len(shapes)}, 3, 3) finite pinhole matrices with positive "
-            "focals, one per view, in the pixels of the optimizer input's images"
-        )
-    return matrices[:, [0, 1], [0, 1]].mean(axis=1), matrices[:, :2, 2].copy()
-
-
 def _two_view(pairs: list[PairPrediction], shapes: list[tuple[int, int]], confidences: list[np.ndarray],
               min_conf_thr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]] | None:
     """The reference's PairViewer: no optimisation, the more confident direction's prediction.
@@ -598,6 +584,7 @@ class DenseSceneOptimizer(SceneOptimizerBase):
     """
 
     name: ClassVar[str] = "dense_scene_optimizer"
+    uses_known_intrinsics: ClassVar[bool] = True
     options_class: ClassVar[type[OptimizerOptions]] = DenseOptimizerOptions
     options: DenseOptimizerOptions
 
@@ -629,7 +616,7 @@ class DenseSceneOptimizer(SceneOptimizerBase):
         pairs = optimizer_input.pair_predictions
         confidences = view_confidences(pairs, shapes)
         self.last_run = DenseRunInfo()
-        known = _known_intrinsics(optimizer_input, shapes)
+        known = known_intrinsics(optimizer_input, shapes)
         shortcut = _two_view(pairs, shapes, confidences, opts.min_conf_thr) if initial_state is None and known is None else None
         if shortcut is not None:
             poses, focals, pps, depths = shortcut

@@ -74,3 +74,15 @@ def optimizer_chain(names: Sequence[str], values: Mapping[str, Any], *, exposed_
         everything = sorted(set().union(*declared))
         raise classes[0].options_class.unknown(unused, everything, "parameter" if exposed_only else "option")
     return [cls(**{k: v for k, v in values.items() if k in own}) for cls, own in zip(classes, declared, strict=True)]
+
+
+def chain_uses_known_intrinsics(optimizer: Any) -> bool:
+    """Whether `optimizer` (a name, an instance, a list of them, None or "none") keeps known
+    intrinsics fixed: any member of a chain that does."""
+    if optimizer is None:
+        return False
+    if isinstance(optimizer, (list, tuple)):
+        return any(chain_uses_known_intrinsics(member) for member in optimizer)
+    if isinstance(optimizer, str):
+        return optimizer.strip().lower() not in ("", NO_OPTIMIZER) and optimizer_class(optimizer).uses_known_intrinsics
+    return bool(getattr(optimizer, "uses_known_intrinsics", False))

@@ -58,7 +58,7 @@ from ..core.errors import InvalidOptionError
 from ..core.options import option
 from ..geometry.camera import quaternion_to_matrix
 from ..geometry.pair_chain import estimate_focal
-from .base import OptimizerOptions, PairPrediction, SceneOptimizerBase, SceneOptimizerInput, SceneOptimizerOutput
+from .base import OptimizerOptions, PairPrediction, SceneOptimizerBase, SceneOptimizerInput, SceneOptimizerOutput, known_intrinsics
 from .dense import _check_input, _intrinsics
 
 KINEMATIC_MODES = ("mst", "hclust-ward", "hclust-complete", "hclust-single", "hclust-average", "hclust-weighted",
@@ -334,17 +334,23 @@ class SparseProblem:
 class SparseModel(torch.nn.Module):
     """The parameters (reference layout) and the map from them to intrinsics, poses and anchor depths."""
 
-    def __init__(self, problem: SparseProblem, root: int, edges: list[tuple[int, int]], shared: bool, canon_conf: np.ndarray) -> None:
+    def __init__(self, problem: SparseProblem, root: int, edges: list[tuple[int, int]], shared: bool, canon_conf: np.ndarray,
+                 known: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """`known` (focals (N,), principal points (N, 2) px) fixes the intrinsics (`fixed_intrinsics`)."""
         super().__init__()
         n = len(problem.shapes)
         dev = problem.core_depth.device
-        self.problem, self.root, self.edges, self.shared = problem, root, edges, shared
+        self.problem, self.root, self.edges = problem, root, edges
+        self.shared, self.fixed_intrinsics = shared and known is None, known is not None
         self.sizes_wh = torch.tensor([(w, h) for h, w in problem.shapes], dtype=torch.float32, device=dev)
         diag = self.sizes_wh.norm(dim=1)
         self.min_focal, self.max_focal = 0.25 * diag, 10.0 * diag
         pp = torch.full((n, 2), 0.5, device=dev)
         log_focal = problem.base_focal.log()
-        if shared:
+        if known is not None:
+            log_focal = torch.as_tensor(np.log(known[0]), dtype=torch.float32, device=dev)
+            pp = torch.as_tensor(known[1], dtype=torch.float32, device=dev) / self.sizes_wh
+        elif shared:
             weight = torch.as_tensor(canon_conf / canon_conf.sum(), dtype=torch.float32, device=dev)
             pp, log_focal = (weight @ pp)[None], (weight @ problem.base_focal).log()[None]
         self.pp = torch.nn.Parameter(pp)
@@ -356,6 +362,8 @@ class SparseModel(torch.nn.Module):
 
     def intrinsics(self) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(self.problem.shapes)
+        if self.fixed_intrinsics:
+            return self.log_focal.exp(), self.pp * self.sizes_wh
         focal = self.log_focal.exp().expand(n).clip(self.min_focal, self.max_focal)
         # The principal point stays in the central 80% of the image (the reference leaves it free;
         # weak matches, e.g. of an untrained network, can push it outside the image).
@@ -447,6 +455,7 @@ class SparseSceneOptimizer(SceneOptimizerBase):
     """MASt3R's sparse global alignment: descriptor matches, kinematic chain, 3D then 2D stage, dense depth from anchors."""
 
     name: ClassVar[str] = "sparse_scene_optimizer"
+    uses_known_intrinsics: ClassVar[bool] = True
     options_class: ClassVar[type[OptimizerOptions]] = SparseOptimizerOptions
     needs_descriptors: ClassVar[bool] = True  # it matches MASt3R's local features
     options: SparseOptimizerOptions
@@ -541,30 +550,31 @@ class SparseSceneOptimizer(SceneOptimizerBase):
         root, edges = kinematic_tree(scores, np.maximum(patches, 1.0), opts.kinematic_mode)
         self.last_run.tree_root, self.last_run.tree_edges = root, edges
         model, self.last_run.coarse_losses, self.last_run.fine_losses = align_anchors(
-            problem, root, edges, opts, np.array([c.conf.mean() for c in canon]))
+            problem, root, edges, opts, np.array([c.conf.mean() for c in canon]), known_intrinsics(optimizer_input, shapes))
         with torch.no_grad():
             focal, pp, cam2w, depth = model()
         return _dense_output(pairs, canon, problem, focal, pp, cam2w, depth, sub)
 
 
 def align_anchors(problem: SparseProblem, root: int, edges: list[tuple[int, int]], options: SparseOptimizerOptions,
-                  canon_conf: np.ndarray) -> tuple[SparseModel, list[float], list[float]]:
+                  canon_conf: np.ndarray, known: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[SparseModel, list[float], list[float]]:
     """The two optimisation stages on a prepared problem: the model and the loss of every iteration of each.
 
     Coarse: poses and sizes on the 3D distances of matched anchors.  Fine (unless optim_level is
     coarse): also focals, principal points (opt_pp) and anchor depths (refine+depth), on the
     reprojection errors.  Separate from the matching so that a benchmark can run it on the
-    reference's own prepared data (same initialisation, comparable loss curves).
+    reference's own prepared data (same initialisation, comparable loss curves).  `known`
+    intrinsics (focals, principal points) stay fixed in both stages.
     """
-    model = SparseModel(problem, root, edges, options.shared_intrinsics, canon_conf)
+    model = SparseModel(problem, root, edges, options.shared_intrinsics, canon_conf, known)
     model.pp.requires_grad_(False)
     model.log_focal.requires_grad_(False)
     model.core.requires_grad_(False)
     coarse = _adam_loop(model, options.lr1, options.niter1, fine=False)
     fine: list[float] = []
     if options.optim_level != "coarse" and options.niter2:
-        model.pp.requires_grad_(options.opt_pp)
-        model.log_focal.requires_grad_(True)
+        model.pp.requires_grad_(options.opt_pp and not model.fixed_intrinsics)
+        model.log_focal.requires_grad_(not model.fixed_intrinsics)
         model.core.requires_grad_(options.optim_level == "refine+depth")
         fine = _adam_loop(model, options.lr2, options.niter2, fine=True)
     return model, coarse, fine
