@@ -132,6 +132,9 @@ def test_pairwise_models_hand_known_intrinsics_to_their_optimizer(model_type: st
     expected = intrinsics_in_processed_pixels(np.stack(given), scales, offsets)
     np.testing.assert_allclose(np.stack(result.intrinsics), expected, rtol=1e-5)  # kept fixed, in the network's pixels
     np.testing.assert_allclose(intrinsics_in_original_pixels(expected, scales, offsets), np.stack(given), rtol=1e-12)
+    # the result's extras follow the optimizer's cameras (not the fast path's estimate)
+    np.testing.assert_allclose(np.stack(result.extras["intrinsics_original"]), np.stack(given), rtol=1e-5)
+    np.testing.assert_allclose(result.extras["focals"], expected[:, 0, 0], rtol=1e-5)
     free = model.reconstruct(views, rgb=True, optimizer=optimizer, optimizer_kwargs=kwargs)
     assert not np.allclose(np.stack(free.intrinsics), expected, rtol=1e-3)
     # the fast path would ignore them: refused, with the fix

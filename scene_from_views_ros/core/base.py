@@ -10,6 +10,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch
 
+from ..geometry.camera import intrinsics_in_original_pixels
 from .cameras import KnownCameras
 from .device import resolve_device
 from .errors import InvalidImageError, InvalidOptionError, UnknownKwargError
@@ -234,8 +235,14 @@ class SceneFromViewsBase(abc.ABC):
         optimizer_input = self.create_optimizer_input(raw, processed)
         optimizer_input.result = result
         output = optimizer.optimize(optimizer_input)
+        extras = dict(result.extras)
+        if "focals" in extras:
+            extras["focals"] = np.array([k[0, 0] for k in output.intrinsics])
+        if {"intrinsics_original", "scales", "offsets"} <= set(extras):
+            extras["intrinsics_original"] = list(intrinsics_in_original_pixels(np.asarray(output.intrinsics), extras["scales"], extras["offsets"]))
         return replace(
             result,
+            extras=extras,
             camera_poses=output.camera_poses,
             depth_predictions=output.depth_predictions,
             point_clouds=output.point_clouds,
