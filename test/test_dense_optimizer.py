@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 
 from scene_from_views_ros.core.errors import InvalidOptionError, UnknownKwargError
 from scene_from_views_ros.optimizers import SceneOptimizerInput, dense, scene_optimizer_factory
@@ -292,3 +293,32 @@ def test_known_intrinsics_are_kept_fixed_and_help(scene):
     assert not optimizer.last_run.two_view_shortcut and _focals(out).tolist() == two.focals.tolist()
     with pytest.raises(InvalidOptionError, match=r"known_intrinsics of shape \(3, 3, 3\): expected \(5, 3, 3\)"):
         DenseSceneOptimizer(niter=1).optimize(dataclasses.replace(scene.optimizer_input, known_intrinsics=truth[:3]))
+
+
+def test_known_poses_are_kept_fixed_and_answer_in_their_frame(scene):
+    # the true cameras in another frame and unit: rotated, moved, 3x larger
+    rotation, offset = Rotation.from_euler("xyz", [0.3, -0.2, 1.0]).as_matrix(), np.array([5.0, -2.0, 1.0])
+    given = np.tile(np.eye(4), (5, 1, 1))
+    given[:, :3, :3] = rotation @ scene.camera_poses[:, :3, :3]
+    given[:, :3, 3] = 3.0 * scene.camera_poses[:, :3, 3] @ rotation.T + offset
+    optimizer = DenseSceneOptimizer(niter=60)
+    output = optimizer.optimize(dataclasses.replace(scene.optimizer_input, known_poses=given))
+    np.testing.assert_allclose(np.stack(output.camera_poses), given)
+    # the depths come out in the given unit (3x the truth), as accurate as the free run's
+    assert synthetic.depth_abs_rel([d / 3.0 for d in output.depth_predictions], scene.depths) < 0.01
+    assert run_loss_decreased(optimizer)
+    # view 0's cloud lies where the given camera 0 sees it
+    k = output.intrinsics[0]
+    rows, cols = np.mgrid[:48, :64]
+    depth = output.depth_predictions[0]
+    camera = np.stack([(cols - k[0, 2]) * depth / k[0, 0], (rows - k[1, 2]) * depth / k[1, 1], depth], axis=-1)
+    np.testing.assert_allclose(output.point_clouds[0], camera @ given[0, :3, :3].T + given[0, :3, 3], rtol=1e-4, atol=1e-4)
+    skewed = given.copy()
+    skewed[1, 0, 1] += 0.5
+    with pytest.raises(InvalidOptionError, match=r"known_poses of shape \(5, 4, 4\): expected \(5, 4, 4\) rigid"):
+        DenseSceneOptimizer(niter=1).optimize(dataclasses.replace(scene.optimizer_input, known_poses=skewed))
+
+
+def run_loss_decreased(optimizer: DenseSceneOptimizer) -> bool:
+    run = optimizer.last_run
+    return len(run.losses) == 60 and run.final_loss <= run.initial_loss

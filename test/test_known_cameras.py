@@ -169,3 +169,17 @@ def test_the_offline_tool_gives_intrinsics_to_frames_without_them(tmp_path: Path
     np.testing.assert_allclose(keyframes[0]["intrinsics"], [[80 * 2 / 3, 0, 47.5 * 2 / 3], [0, 80 * 2 / 3, 35.5 * 2 / 3], [0, 0, 1]], rtol=1e-5)
     refused = cli_main([str(folder), "--out", str(tmp_path / "refused"), *common, "-p", "optimizer.type=none"])
     assert refused != 0 and "--intrinsics is not used by model_type dust3r with optimizer.type none" in capsys.readouterr().err
+
+
+def test_known_poses_go_to_the_dense_optimizer_and_the_result_is_in_their_frame() -> None:
+    views = images(3)
+    given = np.tile(np.eye(4), (3, 1, 1))
+    given[:, :3, 3] = [[10.0, 0.0, 0.0], [10.5, 0.0, 0.1], [11.0, 0.1, 0.2]]  # metres, a frame that is not view 0's
+    model = pair_model("dust3r")
+    result = model.reconstruct(views, rgb=True, optimizer="dense_scene_optimizer", optimizer_kwargs={"niter": 5}, known_poses=given)
+    np.testing.assert_allclose(np.stack(result.camera_poses), given)
+    # clouds placed by the given cameras (identity rotations: world z = the view's depth + its camera's z)
+    np.testing.assert_allclose(result.point_clouds[1][..., 2], result.depth_predictions[1] + given[1, 2, 3], rtol=1e-4, atol=1e-4)
+    assert model.uses_known_poses("dense_scene_optimizer") and not model.uses_known_poses("sparse_scene_optimizer")
+    with pytest.raises(InvalidOptionError, match="cannot use known camera poses: only its scene optimizers"):
+        pair_model("mast3r").reconstruct(views, rgb=True, known_poses=given)  # MASt3R's sparse optimizer keeps its own

@@ -121,22 +121,22 @@ class SceneFromViewsBase(abc.ABC):
         """Whether `reconstruct` with `optimizer` (None: this model's own) uses known intrinsics."""
         return self.accepts_known_intrinsics
 
+    def uses_known_poses(self, optimizer: Any = None) -> bool:
+        """Whether `reconstruct` with `optimizer` (None: this model's own) uses known poses."""
+        return self.accepts_known_poses
+
     def known_intrinsics_refusal(self) -> str:
-        """Why this model refuses known intrinsics, and what to do instead."""
+        """Why this model refuses known cameras, and what to do instead."""
         return "it estimates its own cameras from the images"
 
     def check_known_cameras(self, intrinsics: bool, poses: bool, optimizer: Any = None) -> None:
         """Refuse known intrinsics / poses this model (with `optimizer`) cannot use, rather than ignore them."""
-        if intrinsics and not self.uses_known_intrinsics(optimizer):
+        unused = [name for name, given, used in (("intrinsics", intrinsics, self.uses_known_intrinsics),
+                                                  ("poses", poses, self.uses_known_poses)) if given and not used(optimizer)]
+        if unused:
             raise InvalidOptionError(
-                f"{type(self).__name__} cannot use known camera intrinsics{' or poses' if poses else ''}: "
-                f"{self.known_intrinsics_refusal()}; leave them out (the node and the offline tool pass them only to "
-                "models that use them)"
-            )
-        if poses and not self.accepts_known_poses:
-            raise InvalidOptionError(
-                f"{type(self).__name__} cannot use known camera poses: it estimates its own cameras from the images; "
-                "leave them out"
+                f"{type(self).__name__} cannot use known camera {' or '.join(unused)}: {self.known_intrinsics_refusal()}; "
+                "leave them out (the node and the offline tool pass them only to models that use them)"
             )
 
     def check_image(self, image: np.ndarray) -> None:

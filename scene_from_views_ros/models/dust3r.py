@@ -34,7 +34,7 @@ from ..core.result import PointCloud, SceneFromViewsResult
 from ..core.types import SceneFromViewsType
 from ..geometry.camera import intrinsics_in_original_pixels, intrinsics_in_processed_pixels
 from ..geometry.pair_chain import chain_pairs
-from ..optimizers import chain_uses_known_intrinsics
+from ..optimizers import chain_uses_known_intrinsics, chain_uses_known_poses
 from ..optimizers.base import PairPrediction, SceneOptimizerInput
 from .layers.dpt_adapter import canonical_dpt_key
 from .networks.croco_stereo import FAMILY_NAMES, ConfigError, CroCoStereo, CroCoStereoConfig, EncodedViews, WrongFamilyError
@@ -127,12 +127,13 @@ class PairViews:
 @dataclass
 class PairOutputs:
     """Raw network outputs: the ordered pairs and, per pair, view i's and view j's maps; the
-    caller's known intrinsics in the processed images' pixels, when given."""
+    caller's known intrinsics (in the processed images' pixels) and poses, when given."""
 
     pairs: list[tuple[int, int]]
     view1: list[dict[str, np.ndarray]]
     view2: list[dict[str, np.ndarray]]
     known_intrinsics: np.ndarray | None = None
+    known_poses: np.ndarray | None = None
 
 
 def _resize_long_side(image: Image.Image, long_side: int) -> Image.Image:
@@ -292,6 +293,7 @@ class SceneFromViewsDust3r(SceneFromViewsBase):
     family: ClassVar[str] = "dust3r"
     default_optimizer: ClassVar[str] = "dense_scene_optimizer"
     accepts_known_intrinsics: ClassVar[bool] = True  # through its scene optimizers
+    accepts_known_poses: ClassVar[bool] = True
     options: Dust3rOptions
 
     def __init__(self, device: str | torch.device | None = None, **options: Any) -> None:
@@ -332,14 +334,18 @@ class SceneFromViewsDust3r(SceneFromViewsBase):
         """Known intrinsics are kept fixed by the scene optimizers that can (dense, sparse)."""
         return chain_uses_known_intrinsics(self.optimizer if optimizer is None else optimizer)
 
+    def uses_known_poses(self, optimizer: Any = None) -> bool:
+        """Known poses are kept fixed by the dense optimizer."""
+        return chain_uses_known_poses(self.optimizer if optimizer is None else optimizer)
+
     def known_intrinsics_refusal(self) -> str:
-        return ("only its scene optimizers (dense_scene_optimizer, sparse_scene_optimizer) use them, and the fast path "
-                "(optimizer none) would ignore them; choose one of those optimizers")
+        return ("only its scene optimizers use them (intrinsics: dense_scene_optimizer and sparse_scene_optimizer; poses: "
+                "dense_scene_optimizer), and the fast path (optimizer none) would ignore them; choose one of those optimizers")
 
     def infer(self, processed: PairViews, known_cameras: KnownCameras | None = None, **kwargs: Any) -> PairOutputs:
         """Run the network on every pair of the scene graph (`scene_graph`, `winsize`,
         `win_cyclic`, `refid`), `batch_size` pairs per pass; each view is encoded once.
-        `known_cameras` intrinsics are kept (in the processed pixels) for the optimizer."""
+        `known_cameras` are kept (intrinsics in the processed pixels) for the optimizer."""
         opts = self.call_options(kwargs)
         pairs = make_pairs(len(processed.rgb), opts.scene_graph, winsize=opts.winsize, cyclic=opts.win_cyclic, refid=opts.refid)
         with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
@@ -356,7 +362,7 @@ class SceneFromViewsDust3r(SceneFromViewsBase):
         known = None
         if known_cameras is not None and known_cameras.intrinsics is not None:
             known = intrinsics_in_processed_pixels(known_cameras.intrinsics, processed.scales, processed.offsets)
-        return PairOutputs(pairs, view1, view2, known)
+        return PairOutputs(pairs, view1, view2, known, None if known_cameras is None else known_cameras.poses)
 
     @staticmethod
     def _pair_batches(pairs: list[tuple[int, int]], shapes: np.ndarray, batch_size: int) -> list[list[int]]:
@@ -377,7 +383,7 @@ class SceneFromViewsDust3r(SceneFromViewsBase):
             ))
         return SceneOptimizerInput(
             pair_predictions=predictions, images=processed.rgb, true_shapes=processed.true_shapes, raw=raw, device=str(self.device),
-            known_intrinsics=raw.known_intrinsics,
+            known_intrinsics=raw.known_intrinsics, known_poses=raw.known_poses,
         )
 
     def postprocess_results(

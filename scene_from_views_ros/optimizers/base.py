@@ -58,6 +58,9 @@ class SceneOptimizerInput:
     device: str = "cpu"
     #: Known intrinsics (N, 3, 3) in the pixels of `images`: an optimizer that can keeps them fixed.
     known_intrinsics: np.ndarray | None = None
+    #: Known camera-to-world poses (N, 4, 4), OpenCV axes, any common frame and units: an optimizer
+    #: that can keeps them fixed and answers in their frame.
+    known_poses: np.ndarray | None = None
 
     @property
     def num_views(self) -> int:
@@ -110,6 +113,8 @@ class SceneOptimizerBase(abc.ABC):
     needs_descriptors: ClassVar[bool] = False
     #: Whether it keeps `SceneOptimizerInput.known_intrinsics` fixed (otherwise it has no use for them).
     uses_known_intrinsics: ClassVar[bool] = False
+    #: Whether it keeps `SceneOptimizerInput.known_poses` fixed.
+    uses_known_poses: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = self.options_class.create(options)
@@ -132,3 +137,22 @@ def known_intrinsics(optimizer_input: SceneOptimizerInput, shapes: list[tuple[in
             "focals, one per view, in the pixels of the optimizer input's images"
         )
     return matrices[:, [0, 1], [0, 1]].mean(axis=1), matrices[:, :2, 2].copy()
+
+
+def known_poses(optimizer_input: SceneOptimizerInput) -> np.ndarray | None:
+    """The input's known camera-to-world poses (N, 4, 4), checked; None when there are none."""
+    known = optimizer_input.known_poses
+    if known is None:
+        return None
+    poses = np.asarray(known, dtype=np.float64)
+    rigid = bool(poses.shape == (optimizer_input.num_views, 4, 4) and np.isfinite(poses).all())
+    if rigid:
+        rotations = poses[:, :3, :3]
+        rigid = bool(np.allclose(rotations @ rotations.transpose(0, 2, 1), np.eye(3), atol=1e-5) and (np.linalg.det(rotations) > 0).all()
+                     and np.allclose(poses[:, 3], [0, 0, 0, 1]))
+    if not rigid:
+        raise InvalidOptionError(
+            f"known_poses of shape {poses.shape}: expected ({optimizer_input.num_views}, 4, 4) rigid camera-to-world transforms, "
+            "one per view"
+        )
+    return poses

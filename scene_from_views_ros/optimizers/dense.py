@@ -27,7 +27,11 @@ Differences from the reference, on purpose:
 
 Known intrinsics (`SceneOptimizerInput.known_intrinsics`) are the reference's preset focals and
 principal points: they replace the start's and stay fixed (one focal per view, the mean of fx
-and fy), and the two-view shortcut, which estimates its own focals, is not taken.
+and fy), and the two-view shortcut, which estimates its own focals, is not taken.  Known poses
+(`known_poses`, the reference's preset poses) likewise: the start is moved into their frame
+(the Sim(3) that takes its view 0 onto theirs, scaled by the median ratio of the distances to
+view 0), the poses stay fixed, the pair scales are free (the poses fix the scale), and the
+output is in the frame and units of the given poses.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ from ..core.options import option
 from ..geometry.camera import quaternion_to_matrix, unproject_depth
 from ..geometry.pair_chain import chain_pairs, check_pair_predictions, check_pairs_connected, estimate_focal, view_confidences
 from ..geometry.sim3 import invert_sim3, umeyama
-from .base import OptimizerOptions, PairPrediction, SceneOptimizerBase, SceneOptimizerInput, SceneOptimizerOutput, known_intrinsics
+from .base import OptimizerOptions, PairPrediction, SceneOptimizerBase, SceneOptimizerInput, SceneOptimizerOutput, known_intrinsics, known_poses
 
 FOCAL_BREAK = 20.0  # focal parameter = 20 log f (reference `focal_break`)
 PP_SCALE = 10.0  # principal point = image centre + 10 * parameter (reference)
@@ -288,8 +292,9 @@ def _build_problem(pairs: list[PairPrediction], shapes: list[tuple[int, int]], c
 class _Parameters:
     """The optimised tensors, in the reference's parametrisation (so that Adam behaves alike)."""
 
-    def __init__(self, problem: _Problem, state: DenseState, optimize_pp: bool) -> None:
+    def __init__(self, problem: _Problem, state: DenseState, optimize_pp: bool, pin_scale: bool = True) -> None:
         device = problem.device
+        self.pin_scale = pin_scale
 
         def tensor(array: np.ndarray, grad: bool = True) -> torch.Tensor:
             return torch.tensor(np.asarray(array), dtype=torch.float32, device=device, requires_grad=grad)
@@ -321,8 +326,9 @@ class _Parameters:
                 self.centres + PP_SCALE * self.pp)
 
     def pair_similarities(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per pair, s R (E, 3, 3) and s t (E, 3), with the mean log scale pinned to log(BASE_SCALE)."""
-        log_scale = self.pw_log_scale - self.pw_log_scale.mean() + np.log(BASE_SCALE)
+        """Per pair, s R (E, 3, 3) and s t (E, 3), with the mean log scale pinned to log(BASE_SCALE)
+        (unless the poses are known: then they fix the scale)."""
+        log_scale = self.pw_log_scale - self.pw_log_scale.mean() + np.log(BASE_SCALE) if self.pin_scale else self.pw_log_scale
         scale = torch.exp(log_scale)
         return scale[:, None, None] * quaternion_to_matrix(self.pw_quat), scale[:, None] * _signed_expm1(self.pw_trans)
 
@@ -445,6 +451,23 @@ def _mst_state(pairs: list[PairPrediction], num_views: int, shapes: list[tuple[i
     depths = [np.asarray(d, dtype=np.float64) * factor for d in chain.depths]
     centres = np.array([(w / 2.0, h / 2.0) for h, w in shapes])
     return DenseState(poses, np.asarray(chain.focals, dtype=np.float64), centres, depths, pw)
+
+
+def _moved_onto(state: DenseState, poses: np.ndarray) -> DenseState:
+    """`state` moved by the Sim(3) that takes its view 0 onto `poses[0]`, scaled by the median
+    ratio of the cameras' distances to view 0 (1 when the given cameras do not move), with the
+    given poses in place of its own."""
+    own = np.asarray(state.camera_poses, dtype=np.float64)
+    given_distance = np.linalg.norm(poses[1:, :3, 3] - poses[0, :3, 3], axis=1)
+    own_distance = np.linalg.norm(own[1:, :3, 3] - own[0, :3, 3], axis=1)
+    usable = (own_distance > 1e-12) & (given_distance > 0)
+    scale = float(np.median(given_distance[usable] / own_distance[usable])) if usable.any() else 1.0
+    rotation = poses[0, :3, :3] @ own[0, :3, :3].T
+    move = np.eye(4)
+    move[:3, :3] = scale * rotation
+    move[:3, 3] = poses[0, :3, 3] - scale * rotation @ own[0, :3, 3]
+    return DenseState(poses.copy(), state.focals, state.principal_points, [d * scale for d in state.depths],
+                      np.einsum("ij,njk->nik", move, np.asarray(state.pair_transforms, dtype=np.float64)))
 
 
 def _random_state(num_edges: int, shapes: list[tuple[int, int]], seed: int) -> DenseState:
@@ -585,6 +608,7 @@ class DenseSceneOptimizer(SceneOptimizerBase):
 
     name: ClassVar[str] = "dense_scene_optimizer"
     uses_known_intrinsics: ClassVar[bool] = True
+    uses_known_poses: ClassVar[bool] = True
     options_class: ClassVar[type[OptimizerOptions]] = DenseOptimizerOptions
     options: DenseOptimizerOptions
 
@@ -617,7 +641,9 @@ class DenseSceneOptimizer(SceneOptimizerBase):
         confidences = view_confidences(pairs, shapes)
         self.last_run = DenseRunInfo()
         known = known_intrinsics(optimizer_input, shapes)
-        shortcut = _two_view(pairs, shapes, confidences, opts.min_conf_thr) if initial_state is None and known is None else None
+        given_poses = known_poses(optimizer_input)
+        fixed = known is not None or given_poses is not None
+        shortcut = _two_view(pairs, shapes, confidences, opts.min_conf_thr) if initial_state is None and not fixed else None
         if shortcut is not None:
             poses, focals, pps, depths = shortcut
             self.last_run.two_view_shortcut = True
@@ -627,11 +653,16 @@ class DenseSceneOptimizer(SceneOptimizerBase):
             state = initial_state if initial_state is not None else self._initial_state(optimizer_input, shapes)
             if known is not None:
                 state = replace(state, focals=known[0], principal_points=known[1])
-            state = self._run(optimizer_input, shapes, state, fixed_intrinsics=known is not None)
+            if given_poses is not None:
+                state = _moved_onto(state, given_poses)
+            state = self._run(optimizer_input, shapes, state, fixed_intrinsics=known is not None, fixed_poses=given_poses is not None)
             poses, focals, pps, depths = state.camera_poses, state.focals, state.principal_points, state.depths
             if known is not None:  # exactly as given (the float32 parameters round them)
                 focals, pps = known
-            poses, depths = self._to_view0(pairs, state)
+            if given_poses is not None:
+                poses = given_poses
+            else:
+                poses, depths = self._to_view0(pairs, state)
         clouds = [unproject_depth(d[None], _intrinsics(f, pp)[None], pose[None])[0] for d, f, pp, pose in zip(depths, focals, pps, poses, strict=True)]
         intrinsics = [_intrinsics(float(f), pp) for f, pp in zip(focals, pps, strict=True)]
         if opts.clean_depth:
@@ -646,14 +677,17 @@ class DenseSceneOptimizer(SceneOptimizerBase):
         )
 
     def _run(self, optimizer_input: SceneOptimizerInput, shapes: list[tuple[int, int]], state: DenseState,
-             fixed_intrinsics: bool = False) -> DenseState:
+             fixed_intrinsics: bool = False, fixed_poses: bool = False) -> DenseState:
         """Adam over the reference's loss, on the input's device (focals and principal points
-        fixed at the state's with `fixed_intrinsics`)."""
+        fixed at the state's with `fixed_intrinsics`, poses with `fixed_poses`, which also frees
+        the pair scales)."""
         opts = self.options
         device = torch.device(optimizer_input.device)
         problem = _build_problem(optimizer_input.pair_predictions, shapes, opts.conf_weight, device)
-        params = _Parameters(problem, state, opts.optimize_pp and not fixed_intrinsics)
+        params = _Parameters(problem, state, opts.optimize_pp and not fixed_intrinsics, pin_scale=not fixed_poses)
         params.log_focal.requires_grad_(not fixed_intrinsics)
+        params.quat.requires_grad_(not fixed_poses)
+        params.trans.requires_grad_(not fixed_poses)
         squared = opts.loss == "l2"
         optimizer = torch.optim.Adam(params.trainable(), lr=opts.lr, betas=BETAS)
         losses: list[torch.Tensor] = []  # kept as tensors: no device sync per step

@@ -79,10 +79,19 @@ def optimizer_chain(names: Sequence[str], values: Mapping[str, Any], *, exposed_
 def chain_uses_known_intrinsics(optimizer: Any) -> bool:
     """Whether `optimizer` (a name, an instance, a list of them, None or "none") keeps known
     intrinsics fixed: any member of a chain that does."""
+    return _chain_uses(optimizer, "uses_known_intrinsics")
+
+
+def chain_uses_known_poses(optimizer: Any) -> bool:
+    """Whether `optimizer` (as `chain_uses_known_intrinsics`) keeps known poses fixed."""
+    return _chain_uses(optimizer, "uses_known_poses")
+
+
+def _chain_uses(optimizer: Any, flag: str) -> bool:
     if optimizer is None:
         return False
     if isinstance(optimizer, (list, tuple)):
-        return any(chain_uses_known_intrinsics(member) for member in optimizer)
+        return any(_chain_uses(member, flag) for member in optimizer)
     if isinstance(optimizer, str):
-        return optimizer.strip().lower() not in ("", NO_OPTIMIZER) and optimizer_class(optimizer).uses_known_intrinsics
-    return bool(getattr(optimizer, "uses_known_intrinsics", False))
+        return optimizer.strip().lower() not in ("", NO_OPTIMIZER) and bool(getattr(optimizer_class(optimizer), flag))
+    return bool(getattr(optimizer, flag, False))
