@@ -26,10 +26,13 @@ def parity_main(description: str, reference_name: str, cases: Iterable[str], ste
     if "synthetic" in steps:
         commands.add_parser("synthetic", help="post-processing: a synthetic window (this project's Python)").add_argument(
             "--out", type=Path, required=True)
-    post = commands.add_parser("reference-postprocess", help="post-processing: the reference's (its own Python)")
-    post.add_argument("folder", type=Path)
-    commands.add_parser("compare-postprocess", help="post-processing: ours, and both against the truth").add_argument("folder", type=Path)
-    for command in (ref, post):
+    reference_commands = [ref]
+    if "reference-postprocess" in steps:
+        post = commands.add_parser("reference-postprocess", help="post-processing: the reference's (its own Python)")
+        post.add_argument("folder", type=Path)
+        reference_commands.append(post)
+        commands.add_parser("compare-postprocess", help="post-processing: ours, and both against the truth").add_argument("folder", type=Path)
+    for command in reference_commands:
         command.add_argument("--reference", required=True, help=f"{reference_name} checkout")
         command.add_argument("--stubs", help="folder of stand-ins for what the reference imports but this does not use")
     args = parser.parse_args()

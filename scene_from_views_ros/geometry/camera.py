@@ -28,6 +28,25 @@ def quaternion_to_matrix(quaternions: torch.Tensor) -> torch.Tensor:
     return matrix.reshape(quaternions.shape[:-1] + (3, 3))
 
 
+def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
+    """Rotations (..., 3, 3) -> unit quaternions (..., 4) in x, y, z, w order with w >= 0, from the
+    best-conditioned of the four candidate formulas (the inverse of `quaternion_to_matrix`)."""
+    m = matrix.reshape(matrix.shape[:-2] + (9,))
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = torch.unbind(m, dim=-1)
+    q_abs = torch.sqrt(torch.clamp(torch.stack(
+        [1.0 + m00 + m11 + m22, 1.0 + m00 - m11 - m22, 1.0 - m00 + m11 - m22, 1.0 - m00 - m11 + m22], dim=-1), min=0.0))
+    candidates = torch.stack([
+        torch.stack([q_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], dim=-1),
+        torch.stack([m21 - m12, q_abs[..., 1] ** 2, m10 + m01, m02 + m20], dim=-1),
+        torch.stack([m02 - m20, m10 + m01, q_abs[..., 2] ** 2, m12 + m21], dim=-1),
+        torch.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[..., 3] ** 2], dim=-1),
+    ], dim=-2) / (2.0 * q_abs[..., None].clamp(min=0.1))
+    best = q_abs.argmax(dim=-1)
+    wxyz = torch.gather(candidates, -2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
+    xyzw = wxyz[..., [1, 2, 3, 0]]
+    return torch.where(xyzw[..., 3:4] < 0, -xyzw, xyzw)
+
+
 def pose_encoding_to_extrinsics_intrinsics(
     pose_encoding: torch.Tensor, image_hw: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -108,7 +108,9 @@ class DPTHead(nn.Module):
         pos_embed: bool = True,
         feature_only: bool = False,
         down_ratio: int = 1,
+        skip_after_relu: bool = True,
     ) -> None:
+        """`skip_after_relu`: VGGT's residual units add relu(x), Depth Anything 3's add x."""
         super().__init__()
         self.patch_size = patch_size
         self.activation = activation
@@ -132,10 +134,10 @@ class DPTHead(nn.Module):
         self.scratch = nn.Module()
         for i, oc in enumerate(out_channels, start=1):
             setattr(self.scratch, f"layer{i}_rn", nn.Conv2d(oc, features, 3, padding=1, bias=False))
-        self.scratch.refinenet1 = FeatureFusionBlock(features)
-        self.scratch.refinenet2 = FeatureFusionBlock(features)
-        self.scratch.refinenet3 = FeatureFusionBlock(features)
-        self.scratch.refinenet4 = FeatureFusionBlock(features, has_residual=False)
+        self.scratch.refinenet1 = FeatureFusionBlock(features, skip_after_relu=skip_after_relu)
+        self.scratch.refinenet2 = FeatureFusionBlock(features, skip_after_relu=skip_after_relu)
+        self.scratch.refinenet3 = FeatureFusionBlock(features, skip_after_relu=skip_after_relu)
+        self.scratch.refinenet4 = FeatureFusionBlock(features, has_residual=False, skip_after_relu=skip_after_relu)
         if feature_only:
             self.scratch.output_conv1 = nn.Conv2d(features, features, 3, padding=1)
         else:

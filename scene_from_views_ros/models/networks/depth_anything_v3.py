@@ -1,0 +1,268 @@
+"""Depth Anything 3's any-view network (DA3-SMALL/BASE/LARGE), checkpoint-compatible with the
+hub releases (keys under `model.`).  Work in progress: GIANT's SwiGLU blocks, the METRIC/MONO
+DPT head and NESTED are not here yet.
+
+Architecture (key names as in the releases):
+- `backbone.pretrained`: DINOv2 (patch 14, cls token, learned position embedding of a 37x37
+  grid resized bicubically with DINOv2's 0.1 offset, LayerScale, LayerNorm eps 1e-6 in the
+  blocks and 1e-5 in the final `norm`).  From block `alt_start` on, token 0 of each view is a
+  camera token (`camera_token[0]` for the reference view, `[1]` for the others), odd blocks
+  attend over all views' tokens at once (global) and even blocks within each view (local);
+  those blocks have QK-norm and 2D RoPE (local: patch (row+1, col+1), token 0 at (0, 0);
+  global: every patch at (1, 1), so no relative position across views).  Before block
+  `alt_start - 1` the reference view is chosen (3+ views) and moved to the front.  Four
+  `out_layers` give [local tokens, normed global tokens] (2C wide) per view.
+- `head`: DualDPT's depth branch, the DPT of VGGT with residual units that add x (depth =
+  exp, confidence = 1 + exp).  Its ray branch (`*_aux`) is discarded by the reference unless
+  poses come from rays: it is not built, its keys are dropped knowingly.
+- `cam_dec`: an MLP on the camera token of the last out layer -> translation, quaternion
+  (xyzw) and two fields of view -> camera-to-world [R | t], focal lengths, centred principal
+  point.
+- `cam_enc`: given cameras (world-to-camera extrinsics with intrinsics) -> the same encoding ->
+  an MLP and 4 transformer blocks over the views (16 heads) -> camera tokens that replace the
+  learned ones at block `alt_start` (no reference view is chosen then).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...geometry.camera import matrix_to_quaternion, quaternion_to_matrix
+from ..layers import Block, DPTHead, Mlp, Rope2D
+
+PATCH = 14
+POS_GRID = 37  # the learned position embedding's grid (518 / 14)
+REFERENCE_STRATEGIES = ("saddle_balanced", "saddle_sim_range", "first", "middle")
+MIN_VIEWS_FOR_REFERENCE = 3  # the reference selects a reference view only from 3 views on
+# DualDPT's ray branch in the hub files: computed and discarded by the reference unless poses come from rays
+RAY_BRANCH = tuple(f"model.head.scratch.{name}" for name in (
+    "refinenet1_aux.", "refinenet2_aux.", "refinenet3_aux.", "refinenet4_aux.", "output_conv1_aux.", "output_conv2_aux."))
+
+
+@dataclass(frozen=True)
+class Da3Config:
+    """One any-view preset (configs/da3-*.yaml of the reference)."""
+
+    embed_dim: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    out_layers: tuple[int, int, int, int] = (5, 7, 9, 11)
+    alt_start: int = 4
+    head_features: int = 64
+    head_out_channels: tuple[int, int, int, int] = (48, 96, 192, 384)
+    camera_encoder_heads: int = 16  # a constant of the reference's camera encoder; tiny test networks change it
+
+    @property
+    def head_dim_in(self) -> int:
+        return 2 * self.embed_dim
+
+
+PRESETS = {
+    "da3-small": Da3Config(),
+    "da3-base": Da3Config(768, 12, 12, (5, 7, 9, 11), 4, 128, (96, 192, 384, 768)),
+    "da3-large": Da3Config(1024, 24, 16, (11, 15, 19, 23), 8, 256, (256, 512, 1024, 1024)),
+}
+
+
+def select_reference_view(cls_tokens: torch.Tensor, strategy: str) -> int:
+    """The reference's choice among S views from their token-0 features (S, C)."""
+    count = cls_tokens.shape[0]
+    if strategy == "first" or count <= 1:
+        return 0
+    if strategy == "middle":
+        return count // 2
+    unit = cls_tokens / cls_tokens.norm(dim=-1, keepdim=True)
+    similarity = unit @ unit.T - torch.eye(count, dtype=unit.dtype, device=unit.device)
+    if strategy == "saddle_sim_range":
+        return int((similarity.max(dim=-1).values - similarity.min(dim=-1).values).argmax())
+    if strategy != "saddle_balanced":
+        raise ValueError(f"unknown reference view strategy {strategy!r}; expected one of {', '.join(REFERENCE_STRATEGIES)}")
+
+    def normalised(metric: torch.Tensor) -> torch.Tensor:
+        return (metric - metric.min()) / (metric.max() - metric.min() + 1e-8)
+
+    scores = [normalised(similarity.sum(dim=-1) / (count - 1)), normalised(cls_tokens.norm(dim=-1)), normalised(unit.var(dim=-1))]
+    return int(sum((metric - 0.5).abs() for metric in scores).argmin())
+
+
+class Da3Backbone(nn.Module):
+    """DINOv2 with alternating local/global attention and camera tokens (keys `pretrained.*`)."""
+
+    def __init__(self, cfg: Da3Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.pretrained = nn.Module()
+        pretrained = self.pretrained
+        pretrained.patch_embed = nn.Module()
+        pretrained.patch_embed.proj = nn.Conv2d(3, cfg.embed_dim, PATCH, PATCH)
+        pretrained.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        pretrained.camera_token = nn.Parameter(torch.zeros(1, 2, cfg.embed_dim))
+        pretrained.pos_embed = nn.Parameter(torch.zeros(1, POS_GRID * POS_GRID + 1, cfg.embed_dim))
+        pretrained.blocks = nn.ModuleList(
+            Block(cfg.embed_dim, cfg.num_heads, init_values=1.0, qk_norm=i >= cfg.alt_start, norm_eps=1e-6) for i in range(cfg.depth)
+        )
+        pretrained.norm = nn.LayerNorm(cfg.embed_dim)
+        self.rope = Rope2D(100.0)
+
+    def _pos_embed(self, rows: int, cols: int) -> torch.Tensor:
+        """DINOv2's resize of the 37x37 embedding: bicubic, scale factors (n + 0.1) / 37."""
+        pos = self.pretrained.pos_embed
+        if rows == cols == POS_GRID:
+            return pos
+        dim = pos.shape[-1]
+        grid = pos[:, 1:].float().reshape(1, POS_GRID, POS_GRID, dim).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, scale_factor=((rows + 0.1) / POS_GRID, (cols + 0.1) / POS_GRID), mode="bicubic", antialias=False)
+        return torch.cat([pos[:, :1].float(), grid.permute(0, 2, 3, 1).reshape(1, rows * cols, dim)], dim=1).to(pos.dtype)
+
+    def _rope_tables(self, rows: int, cols: int, views: int, device: torch.device, dtype: torch.dtype) -> tuple:
+        """RoPE of local blocks (patch at (row+1, col+1)) and global ones (every patch at (1, 1)); token 0 at (0, 0)."""
+        rr, cc = torch.meshgrid(torch.arange(rows, device=device), torch.arange(cols, device=device), indexing="ij")
+        local = torch.cat([torch.zeros(1, 2, dtype=torch.long, device=device), torch.stack([rr.reshape(-1), cc.reshape(-1)], -1) + 1])
+        flat = torch.zeros_like(local)
+        flat[1:] = 1
+        head_dim = self.cfg.embed_dim // self.cfg.num_heads
+        return (self.rope.tables(local[None], head_dim, dtype),
+                self.rope.tables(flat.repeat(views, 1)[None], head_dim, dtype))
+
+    def forward(self, images: torch.Tensor, strategy: str = "saddle_balanced",
+                camera_tokens_in: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
+        """images (S, 3, H, W), ImageNet-normalised -> per out layer the patch features (S, P, 2C)
+        and camera tokens (S, 2C), in the input's view order, and the reference view chosen
+        (view 0 when `camera_tokens_in` (S, C), from given cameras, replace the learned ones)."""
+        cfg, net = self.cfg, self.pretrained
+        views, _, height, width = images.shape
+        rows, cols = height // PATCH, width // PATCH
+        x = net.patch_embed.proj(images).flatten(2).transpose(1, 2)
+        x = torch.cat([net.cls_token.expand(views, -1, -1), x], dim=1) + self._pos_embed(rows, cols)
+        local_rope, global_rope = self._rope_tables(rows, cols, views, x.device, x.dtype)
+        order = torch.arange(views, device=x.device)
+        reference = 0
+        local_x = x
+        features, camera_tokens = [], []
+        for i, block in enumerate(net.blocks):
+            if i == cfg.alt_start - 1 and views >= MIN_VIEWS_FOR_REFERENCE and camera_tokens_in is None:
+                reference = select_reference_view(x[:, 0], strategy)
+                order = torch.cat([torch.tensor([reference]), torch.arange(reference), torch.arange(reference + 1, views)]).to(x.device)
+                x, local_x = x[order], local_x[order]
+            if i == cfg.alt_start:
+                x = x.clone()
+                if camera_tokens_in is not None:
+                    x[:, 0] = camera_tokens_in.to(x.dtype)
+                else:
+                    x[:1, 0] = net.camera_token[0, :1]
+                    x[1:, 0] = net.camera_token[0, 1:]
+            rope = (local_rope if i >= cfg.alt_start else None)
+            if i >= cfg.alt_start and i % 2 == 1:
+                x = block(x.reshape(1, -1, x.shape[-1]), rope=global_rope).reshape(x.shape)
+            else:
+                x = block(x, rope=rope)
+                local_x = x
+            if i in cfg.out_layers:
+                restore = torch.argsort(order)
+                out = torch.cat([local_x, net.norm(x)], dim=-1)[restore]
+                camera_tokens.append(torch.cat([local_x, x], dim=-1)[restore][:, 0])
+                features.append(out[:, 1:])
+        return features, camera_tokens, reference
+
+
+class CameraDecoder(nn.Module):
+    """Camera token (S, 2C) -> pose encoding [t (3), quaternion xyzw (4), fov_h, fov_w] (keys `backbone`, `fc_*`)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU())
+        self.fc_t = nn.Linear(dim, 3)
+        self.fc_qvec = nn.Linear(dim, 4)
+        self.fc_fov = nn.Sequential(nn.Linear(dim, 2), nn.ReLU())
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.backbone(tokens).float()
+        return torch.cat([self.fc_t(x), self.fc_qvec(x), self.fc_fov(x)], dim=-1)
+
+
+class CameraEncoder(nn.Module):
+    """Given cameras -> one camera token per view (keys `pose_branch`, `token_norm`, `trunk`, `trunk_norm`)."""
+
+    def __init__(self, dim: int, depth: int = 4, num_heads: int = 16) -> None:
+        super().__init__()
+        self.pose_branch = Mlp(9, dim // 2, dim)
+        self.token_norm = nn.LayerNorm(dim)
+        self.trunk = nn.Sequential(*(Block(dim, num_heads, init_values=0.01) for _ in range(depth)))
+        self.trunk_norm = nn.LayerNorm(dim)
+
+    def forward(self, extrinsics: torch.Tensor, intrinsics: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+        """World-to-camera extrinsics (S, 4, 4) and intrinsics (S, 3, 3) in network-input pixels -> (S, C)."""
+        return self.trunk_norm(self.trunk(self.token_norm(self.pose_branch(encode_cameras(extrinsics, intrinsics, image_hw)))[None]))[0]
+
+
+def encode_cameras(extrinsics: torch.Tensor, intrinsics: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """The pose encoding of given cameras: camera-to-world translation, its rotation as a
+    quaternion (xyzw, w >= 0) and the vertical and horizontal fields of view."""
+    rotation_t = extrinsics[:, :3, :3].transpose(1, 2)
+    translation = -(rotation_t @ extrinsics[:, :3, 3:])[..., 0]
+    height, width = image_hw
+    fov_h = 2 * torch.atan((height / 2) / intrinsics[:, 1, 1])
+    fov_w = 2 * torch.atan((width / 2) / intrinsics[:, 0, 0])
+    return torch.cat([translation, matrix_to_quaternion(rotation_t), fov_h[:, None], fov_w[:, None]], dim=-1).float()
+
+
+def decode_cameras(encoding: torch.Tensor, image_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pose encodings (S, 9) -> world-to-camera extrinsics (S, 3, 4) and intrinsics (S, 3, 3) in
+    pixels of the network input (principal point at the centre)."""
+    rotation = quaternion_to_matrix(encoding[:, 3:7])
+    height, width = image_hw
+    fy = (height / 2.0) / torch.clamp(torch.tan(encoding[:, 7] / 2.0), 1e-6)
+    fx = (width / 2.0) / torch.clamp(torch.tan(encoding[:, 8] / 2.0), 1e-6)
+    intrinsics = torch.zeros(encoding.shape[0], 3, 3, device=encoding.device)
+    intrinsics[:, 0, 0], intrinsics[:, 1, 1] = fx, fy
+    intrinsics[:, 0, 2], intrinsics[:, 1, 2], intrinsics[:, 2, 2] = width / 2, height / 2, 1.0
+    rotation_t = rotation.transpose(1, 2)
+    extrinsics = torch.cat([rotation_t, -rotation_t @ encoding[:, :3, None]], dim=-1)
+    return extrinsics, intrinsics
+
+
+class DepthAnything3Net(nn.Module):
+    """Views (S, 3, H, W) -> depth (S, H, W), its confidence, world-to-camera extrinsics (S, 3, 4),
+    intrinsics (S, 3, 3): the reference's `DepthAnything3Net` outputs of the any-view presets."""
+
+    def __init__(self, cfg: Da3Config | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or Da3Config()
+        self.backbone = Da3Backbone(cfg)
+        self.head = DPTHead(cfg.head_dim_in, patch_size=PATCH, output_dim=2, activation="exp", conf_activation="expp1",
+                            features=cfg.head_features, out_channels=cfg.head_out_channels, intermediate_layer_idx=(0, 1, 2, 3),
+                            skip_after_relu=False)
+        self.cam_dec = CameraDecoder(cfg.head_dim_in)
+        self.cam_enc = CameraEncoder(cfg.embed_dim, num_heads=cfg.camera_encoder_heads)
+
+    def forward(self, images: torch.Tensor, strategy: str = "saddle_balanced", extrinsics: torch.Tensor | None = None,
+                intrinsics: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """`extrinsics` (S, 4, 4) world-to-camera, normalised as the reference does, with
+        `intrinsics` (S, 3, 3) in network-input pixels: given cameras."""
+        height, width = images.shape[-2:]
+        if height % PATCH or width % PATCH:
+            raise ValueError(f"image size {height}x{width} is not a multiple of the {PATCH}-pixel patch")
+        given = None
+        if extrinsics is not None:
+            if intrinsics is None:
+                raise ValueError("given extrinsics need their intrinsics")
+            with torch.autocast(device_type=images.device.type, enabled=False):
+                given = self.cam_enc(extrinsics.float(), intrinsics.float(), (height, width))
+        features, camera_tokens, reference = self.backbone(images, strategy, given)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            depth, conf = self.head([f.float()[None] for f in features], (height, width), patch_start_idx=0)
+            extrinsics, intrinsics = decode_cameras(self.cam_dec(camera_tokens[-1].float()), (height, width))
+        return {"depth": depth[0, ..., 0], "depth_conf": conf[0], "extrinsics": extrinsics, "intrinsics": intrinsics,
+                "reference_view": torch.tensor(reference)}
+
+
+def strip_model_prefix(key: str) -> str:
+    """Hub keys start with `model.` (the reference wrapper's attribute)."""
+    return key[len("model."):] if key.startswith("model.") else key
+
+
+__all__ = ["PRESETS", "RAY_BRANCH", "Da3Config", "DepthAnything3Net", "decode_cameras", "select_reference_view", "strip_model_prefix"]
+

@@ -1,0 +1,88 @@
+"""Depth Anything 3's any-view network against the reference: a tiny network assembled from the
+reference's own modules with seeded random weights, saved by its own save_pretrained (so the
+ray branch's tied LayerNorm is stored once, as in the releases), with the outputs of its
+`inference` pipeline called in true float32 on real images (tools/make_da3_fixtures.py): with
+the reference view chosen by saddle_balanced, by "first", and with given cameras."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scene_from_views_ros.core.checkpoint import build_network, safetensors_index
+from scene_from_views_ros.geometry.camera import matrix_to_quaternion, quaternion_to_matrix
+from scene_from_views_ros.models.networks.depth_anything_v3 import (
+    RAY_BRANCH,
+    REFERENCE_STRATEGIES,
+    Da3Config,
+    DepthAnything3Net,
+    decode_cameras,
+    encode_cameras,
+    strip_model_prefix,
+)
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "da3_tiny"
+RECORD = json.loads((FIXTURE / "cases.json").read_text())
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def network() -> DepthAnything3Net:
+    cfg = Da3Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in RECORD["config"].items()})
+    return build_network(lambda: DepthAnything3Net(cfg), FIXTURE / "model.safetensors", "cpu", drop_prefixes=RAY_BRANCH,
+                         rename=strip_model_prefix)
+
+
+@pytest.mark.parametrize("case", ["nocam", "first", "cams"])
+def test_outputs_equal_the_reference(network: DepthAnything3Net, case: str) -> None:
+    expected = np.load(FIXTURE / "expected.npz")
+    given = {}
+    if case == "cams":
+        given = {"extrinsics": torch.from_numpy(expected["cams/given_extrinsics"]), "intrinsics": torch.from_numpy(expected["cams/given_intrinsics"])}
+    with torch.inference_mode():
+        ours = network(torch.from_numpy(expected["input"]), RECORD["cases"][case]["strategy"], **given)
+    stride = RECORD["stride"]
+    for key in ("depth", "depth_conf", "extrinsics", "intrinsics"):
+        value = ours[key].numpy()
+        if key.startswith("depth"):
+            value = value[:, ::stride, ::stride]
+        reference = expected[f"{case}/{key}"]
+        assert value.shape == reference.shape, key
+        error = np.abs(value - reference).max() / np.abs(reference).max()
+        assert error < 1e-5, (case, key, error)  # measured: 5e-7 (depth), 0 (cameras)
+
+
+def test_the_reference_view_strategies(network: DepthAnything3Net) -> None:
+    images = torch.from_numpy(np.load(FIXTURE / "expected.npz")["input"])
+    with torch.inference_mode():
+        chosen = {strategy: int(network(images, strategy)["reference_view"]) for strategy in REFERENCE_STRATEGIES}
+        two = int(network(images[:2], "middle")["reference_view"])
+    assert chosen == {"saddle_balanced": 1, "saddle_sim_range": 2, "first": 0, "middle": 1}
+    assert two == 0  # the reference chooses only among 3 views or more
+    expected = np.load(FIXTURE / "expected.npz")
+    assert np.abs(expected["nocam/depth"] - expected["first/depth"]).max() > 1e-3  # the choice changes the outputs
+    with pytest.raises(ValueError, match="unknown reference view strategy 'best'"):
+        network(images, "best")
+
+
+def test_the_ray_branch_is_dropped_knowingly_and_its_tied_norm_is_stored_once() -> None:
+    keys = set(safetensors_index(FIXTURE / "model.safetensors"))
+    assert "model.head.scratch.output_conv2_aux.0.2.weight" in keys and "model.head.scratch.output_conv2_aux.3.2.weight" not in keys
+    ray = {key for key in keys if key.startswith(RAY_BRANCH)}
+    assert ray and all("_aux" in key for key in ray)
+
+
+def test_camera_encoding_round_trip() -> None:
+    generator = torch.Generator().manual_seed(0)
+    quaternions = torch.randn(6, 4, generator=generator)
+    quaternions = quaternions / quaternions.norm(dim=1, keepdim=True)
+    quaternions = torch.where(quaternions[:, 3:] < 0, -quaternions, quaternions)
+    torch.testing.assert_close(matrix_to_quaternion(quaternion_to_matrix(quaternions)), quaternions, rtol=1e-5, atol=1e-6)
+    encoding = torch.cat([torch.randn(6, 3, generator=generator), quaternions, torch.full((6, 2), 1.1)], dim=1)
+    extrinsics, intrinsics = decode_cameras(encoding, (70, 84))
+    world_to_camera = torch.cat([extrinsics, torch.tensor([[[0.0, 0.0, 0.0, 1.0]]]).expand(6, 1, 4)], dim=1)
+    torch.testing.assert_close(encode_cameras(world_to_camera, intrinsics, (70, 84)), encoding, rtol=1e-4, atol=1e-5)
