@@ -5,6 +5,7 @@ ray branch's tied LayerNorm is stored once, as in the releases), with the output
 the reference view chosen by saddle_balanced, by "first", and with given cameras."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from scene_from_views_ros.models.networks.depth_anything_v3 import (
     strip_model_prefix,
 )
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "da3_tiny"
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "depth_anything_v3_tiny"
 RECORD = json.loads((FIXTURE / "cases.json").read_text())
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -86,3 +87,50 @@ def test_camera_encoding_round_trip() -> None:
     extrinsics, intrinsics = decode_cameras(encoding, (70, 84))
     world_to_camera = torch.cat([extrinsics, torch.tensor([[[0.0, 0.0, 0.0, 1.0]]]).expand(6, 1, 4)], dim=1)
     torch.testing.assert_close(encode_cameras(world_to_camera, intrinsics, (70, 84)), encoding, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the model
+def tiny_model(**options):
+    from scene_from_views_ros.core.factory import scene_from_views_factory
+
+    return scene_from_views_factory("depth_anything_v3", device="cpu", checkpoint=str(FIXTURE / "model.safetensors"),
+                                    config=str(FIXTURE / "architecture.json"), process_res=RECORD["process_res"], **options)
+
+
+def real_images() -> list[np.ndarray]:
+    from scene_from_views_ros.core.images import load_images
+
+    return load_images([Path(__file__).resolve().parents[2] / "shared" / "data" / name for name in RECORD["images"]], rgb=True)
+
+
+def test_preprocessing_is_the_references_byte_for_byte_and_infer_gives_its_outputs() -> None:
+    model = tiny_model()
+    processed = model.preprocess_images(real_images())
+    batch = torch.cat(processed.tensors)[None]
+    assert hashlib.sha256(batch.numpy().tobytes()).hexdigest() == RECORD["cases"]["nocam"]["input_sha256"]
+    # three sizes (two landscape, one portrait) centre-cropped to the smallest height and width
+    assert batch.shape == (1, 3, 3, 70, 84) and len({image.shape for image in processed.rgb}) == 1
+    raw = model.infer(processed)
+    expected = np.load(FIXTURE / "expected.npz")
+    assert raw.reference_view == 1 and set(raw) == {"depth", "depth_conf", "extrinsics", "intrinsics"}
+    np.testing.assert_allclose(raw["depth"][:, ::2, ::2], expected["nocam/depth"], rtol=1e-5)
+    result = model.postprocess_results(raw, processed.rgb, processed)
+    # the reference's world is its reference view's camera; ours is view 0's
+    world_to_camera = np.tile(np.eye(4), (3, 1, 1))
+    world_to_camera[:, :3, :] = expected["nocam/extrinsics"]
+    np.testing.assert_allclose(result.camera_poses[0], np.eye(4), atol=1e-12)
+    for view in (1, 2):
+        np.testing.assert_allclose(result.camera_poses[view], world_to_camera[0] @ np.linalg.inv(world_to_camera[view]), rtol=1e-4, atol=1e-5)
+
+
+def test_conf_thres_and_ref_view_strategy_change_the_result() -> None:
+    model = tiny_model()
+    images = real_images()
+    default = model.reconstruct(images, rgb=True)
+    strict = model.reconstruct(images, rgb=True, conf_thres=80.0)
+    assert strict.masks[0].sum() < default.masks[0].sum() and len(strict.global_point_cloud) < len(default.global_point_cloud)
+    first = model.reconstruct(images, rgb=True, ref_view_strategy="first")
+    assert (default.extras["reference_view"], first.extras["reference_view"]) == (1, 0)
+    assert np.abs(first.depth_predictions[1] - default.depth_predictions[1]).max() > 1e-4
+    smaller = model.reconstruct(images, rgb=True, process_res=56)
+    assert smaller.depth_predictions[0].shape[1] < default.depth_predictions[0].shape[1]

@@ -15,7 +15,7 @@ does not install (addict, omegaconf, evo, ...; torchvision stand-ins in --stubs)
    largest relative error of every output.
 
   /work/ref/venv-da3/bin/python tools/make_da3_fixtures.py reference tiny --reference /work/ref/da3/src \\
-      --stubs /work/ref/stubs-da3 --out test/fixtures/da3_tiny
+      --stubs /work/ref/stubs-da3 --out test/fixtures/depth_anything_v3_tiny
   /work/ref/venv-da3/bin/python tools/make_da3_fixtures.py reference small ... --out /tmp/da3_small
   .venv/bin/python tools/make_da3_fixtures.py compare /tmp/da3_small
 

@@ -18,7 +18,7 @@ _MODEL_CLASSES: dict[SceneFromViewsType, str | None] = {
     SceneFromViewsType.MAST3R: "scene_from_views_ros.models.dust3r:SceneFromViewsMast3r",
     SceneFromViewsType.MVDUST3R: "scene_from_views_ros.models.mvdust3r:SceneFromViewsMvDust3r",
     SceneFromViewsType.FAST3R: "scene_from_views_ros.models.fast3r:SceneFromViewsFast3r",
-    SceneFromViewsType.DEPTH_ANYTHING_V3: None,
+    SceneFromViewsType.DEPTH_ANYTHING_V3: "scene_from_views_ros.models.depth_anything_v3:SceneFromViewsDepthAnythingV3",
 }
 
 

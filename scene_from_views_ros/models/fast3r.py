@@ -44,7 +44,7 @@ from .dust3r import PairViews, network_dtype_option, preprocess_pair_images, pro
 from .layers.dpt_adapter import canonical_dpt_key
 from .networks.croco_stereo import ConfigError
 from .networks.fast3r import MAX_IMAGE_IDS, Fast3R, Fast3RConfig
-from .one_pass import PnpPosedModel, ViewOutputs
+from .one_pass import OnePassModel, ViewOutputs
 from .vggt import autocast_dtype
 
 FOCAL_METHODS = ("first_view_from_global_head", "first_view_from_local_head", "individual")
@@ -148,7 +148,7 @@ def first_view_focal(points: np.ndarray, conf: np.ndarray) -> float:
     return estimate_focal(points, mask.astype(np.float64), (width / 2.0, height / 2.0), min_focal=0.0, iterations=100)
 
 
-class SceneFromViewsFast3r(PnpPosedModel):
+class SceneFromViewsFast3r(OnePassModel):
     """Fast3R (Yang et al., CVPR 2025): all views through one network pass; poses by PnP.
 
     Output scale is the model's own ("map units"), not metres.

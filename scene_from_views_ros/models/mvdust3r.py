@@ -42,7 +42,7 @@ from ..geometry.pair_chain import estimate_focal
 from .dust3r import SQUARE_SIZE, PairViews, network_dtype_option, preprocess_pair_images, processed_size, stored_constructor, wrong_family
 from .networks.croco_stereo import ConfigError, WrongFamilyError
 from .networks.mvdust3r import NUM_REFERENCES, MvDust3r, MvDust3rConfig
-from .one_pass import PnpPosedModel, ViewOutputs
+from .one_pass import OnePassModel, ViewOutputs
 from .vggt import autocast_dtype
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def variant_name(weights: Path, cfg: MvDust3rConfig) -> str:
     return f"MVDp_s{stage.group(1)}" if stage else "MVDp"
 
 
-class SceneFromViewsMvDust3r(PnpPosedModel):
+class SceneFromViewsMvDust3r(OnePassModel):
     """MV-DUSt3R / MV-DUSt3R+ (Tang et al., CVPR 2025): all views through one network pass;
     poses by PnP.  Output scale is the model's own ("map units"), not metres."""
 

@@ -40,16 +40,16 @@ class ViewOutputs(dict[str, Any]):
         return len(next(iter(self.values())))
 
 
-class PnpPosedModel(SceneFromViewsBase):
-    """Base of the one-pass models whose cameras come from PnP on their point maps."""
+class OnePassModel(SceneFromViewsBase):
+    """Base of the one-pass multi-view models (Fast3R, MV-DUSt3R, Depth Anything 3)."""
 
     @staticmethod
     def assemble_result(
         processed: PairViews, poses: list[np.ndarray], depths: list[np.ndarray], clouds: list[np.ndarray],
         confidences: list[np.ndarray], masks: list[np.ndarray], focals: Sequence[float], as_pointcloud: bool, extras: dict[str, Any],
     ) -> SceneFromViewsResult:
-        """The common result: pinhole intrinsics with each view's focal and the principal point at
-        the image centre, the fused cloud of the masked pixels (empty without `as_pointcloud`),
+        """The common result of a model whose cameras come from PnP: pinhole intrinsics with each
+        view's focal and the principal point at the image centre, the fused cloud of the masked pixels (empty without `as_pointcloud`),
         and besides `extras` the focals and intrinsics in the original images' pixels."""
         intrinsics = []
         for focal, image in zip(focals, processed.rgb, strict=True):
