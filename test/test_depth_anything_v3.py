@@ -134,3 +134,31 @@ def test_conf_thres_and_ref_view_strategy_change_the_result() -> None:
     assert np.abs(first.depth_predictions[1] - default.depth_predictions[1]).max() > 1e-4
     smaller = model.reconstruct(images, rgb=True, process_res=56)
     assert smaller.depth_predictions[0].shape[1] < default.depth_predictions[0].shape[1]
+
+
+def test_known_cameras_condition_the_network_and_give_the_references_answer() -> None:
+    expected = np.load(FIXTURE / "expected.npz")
+    model = tiny_model()
+    poses = np.linalg.inv(expected["cams/caller_extrinsics"].astype(np.float64))
+    intrinsics = expected["cams/caller_intrinsics"].astype(np.float64)
+    result = model.reconstruct(real_images(), rgb=True, known_intrinsics=intrinsics, known_poses=poses)
+    # in the given frame and units: the given poses, the reference's depth (rescaled by its Umeyama fit)
+    np.testing.assert_allclose(np.stack(result.camera_poses), poses)
+    np.testing.assert_allclose(np.stack(result.intrinsics), expected["cams/prediction_intrinsics"], rtol=1e-5)
+    depth = np.stack(result.depth_predictions)[:, ::2, ::2]
+    np.testing.assert_allclose(depth, expected["cams/prediction_depth"], rtol=1e-4)
+    # the network saw what the reference's saw
+    raw = model.infer(model.preprocess_images(real_images()), known_cameras=model_cameras(intrinsics, poses))
+    np.testing.assert_allclose(raw["depth"][:, ::2, ::2], expected["cams/depth"], rtol=1e-5)
+    # intrinsics alone (which the reference ignores) replace the predicted ones
+    alone = model.reconstruct(real_images(), rgb=True, known_intrinsics=intrinsics)
+    np.testing.assert_allclose(np.stack(alone.intrinsics), expected["cams/prediction_intrinsics"], rtol=1e-5)
+    np.testing.assert_allclose(alone.camera_poses[0], np.eye(4), atol=1e-12)
+    with pytest.raises(Exception, match="needs the intrinsics of known poses"):
+        model.reconstruct(real_images(), rgb=True, known_poses=poses)
+
+
+def model_cameras(intrinsics: np.ndarray, poses: np.ndarray):
+    from scene_from_views_ros.core.cameras import KnownCameras
+
+    return KnownCameras(intrinsics, poses)

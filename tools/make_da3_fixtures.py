@@ -10,7 +10,8 @@ does not install (addict, omegaconf, evo, ...; torchvision stand-ins in --stubs)
    computed on real images of ../shared/data, with the network called in true float32 (its
    default call autocasts to float16 even on the CPU): the network input (the processed images), the normalised
    given cameras and the raw outputs for the cases `nocam` (reference view by saddle_balanced),
-   `first` and `cams` (given intrinsics and extrinsics, the camera encoder);
+   `first` and `cams` (given intrinsics and extrinsics, the camera encoder; also the caller's
+   cameras and the pipeline's final depth, rescaled to the given cameras' units);
 2. `compare`, run with this project's Python, loads the folder into our network and prints the
    largest relative error of every output.
 
@@ -150,7 +151,7 @@ def reference(case_name: str, out: Path, seed: int) -> None:
     record: dict[str, Any] = {"images": IMAGES, "process_res": case["process_res"], "stride": case["stride"], "seed": seed,
                               "model_name": case["model_name"], "config": TINY if case["model_name"] is None else None, "cases": {}}
     for name, strategy, cameras in (("nocam", "saddle_balanced", False), ("first", "first", False), ("cams", "saddle_balanced", True)):
-        api.inference([str(p) for p in paths], extrinsics=given_extrinsics if cameras else None,
+        prediction = api.inference([str(p) for p in paths], extrinsics=given_extrinsics if cameras else None,
                                    intrinsics=given_intrinsics if cameras else None, ref_view_strategy=strategy,
                                    process_res=case["process_res"], export_dir=None)
         image, extrinsics, intrinsics = seen["inputs"]
@@ -158,9 +159,13 @@ def reference(case_name: str, out: Path, seed: int) -> None:
         for key, value in seen["raw"].items():
             value = value[0].numpy()
             arrays[f"{name}/{key}"] = value[:, ::stride, ::stride] if key.startswith("depth") else value
-        if cameras:
+        if cameras:  # what the network got, what the caller gave, and the reference's final answer
             arrays["cams/given_extrinsics"] = extrinsics[0].numpy()
             arrays["cams/given_intrinsics"] = intrinsics[0].numpy()
+            arrays["cams/caller_extrinsics"], arrays["cams/caller_intrinsics"] = given_extrinsics, given_intrinsics
+            arrays["cams/prediction_depth"] = np.asarray(prediction.depth)[:, ::stride, ::stride]
+            arrays["cams/prediction_extrinsics"] = np.asarray(prediction.extrinsics)
+            arrays["cams/prediction_intrinsics"] = np.asarray(prediction.intrinsics)
         record["cases"][name] = {"strategy": strategy, "seconds": seen["seconds"],
                                  "input_sha256": hashlib.sha256(image.numpy().tobytes()).hexdigest()}
         arrays["input"] = image[0].numpy()  # the same for every case

@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")
     source.add_argument("--intrinsics", type=_camera_matrix, metavar="FX,FY,CX,CY",
                         help="the camera's intrinsics in the input images' pixels, for frames that carry none (image folders, "
-                             "videos, bags without CameraInfo); for models that use known intrinsics (DUSt3R/MASt3R with a scene optimizer)")
+                             "videos, bags without CameraInfo); for models that use known intrinsics (DUSt3R/MASt3R with a scene optimizer, "
+                             "Depth Anything 3)")
     source.add_argument("--fps", type=float, default=10.0, help="frame rate assumed for image files, which carry no stamps (default 10)")
 
     mode = parser.add_argument_group("mode and outputs")

@@ -13,7 +13,16 @@ resized to `process_res` (cv2 INTER_CUBIC enlarging, INTER_AREA shrinking), each
 resized to the nearest multiple of 14 (ties up), ImageNet normalisation; views of different
 sizes are centre-cropped to the smallest height and width.
 
-Not yet here (issue 14): GIANT, METRIC, MONO and NESTED, given cameras, sky masks.
+Known cameras (`reconstruct(..., known_intrinsics=, known_poses=)`): with poses, and their
+intrinsics, the network is conditioned on them as the reference does (world-to-camera
+extrinsics relative to view 0, translations divided by the median camera distance, at least
+0.1; intrinsics in the network input's pixels), and the result is in the given frame and units:
+the given poses, the depth divided by the scale of the Sim(3) (Umeyama, on the camera centres)
+from the given cameras to the predicted ones.  The reference ignores intrinsics given alone;
+here they replace the predicted intrinsics and the points are unprojected with them.  Unlike
+the reference, no RANSAC is run on the camera centres from 10 views on.
+
+Not yet here (issue 14): GIANT, METRIC, MONO and NESTED, sky masks.
 """
 from __future__ import annotations
 
@@ -28,13 +37,15 @@ import numpy as np
 import torch
 
 from ..core.base import ModelOptions, checkpoint_option
+from ..core.cameras import KnownCameras
 from ..core.checkpoint import build_network, resolve_checkpoint
-from ..core.errors import CheckpointMismatchError, CheckpointNotFoundError, InvalidImageError
+from ..core.errors import CheckpointMismatchError, CheckpointNotFoundError, InvalidImageError, InvalidOptionError
 from ..core.images import check_rgb_image
 from ..core.options import BUILD, option
 from ..core.result import PointCloud, SceneFromViewsResult
 from ..core.types import SceneFromViewsType
-from ..geometry.camera import intrinsics_in_original_pixels, unproject_depth
+from ..geometry.camera import intrinsics_in_original_pixels, intrinsics_in_processed_pixels, unproject_depth
+from ..geometry.sim3 import umeyama
 from .dust3r import PairViews, network_dtype_option, read_config_json
 from .networks.depth_anything_v3 import PATCH, PRESETS, RAY_BRANCH, REFERENCE_STRATEGIES, Da3Config, DepthAnything3Net, strip_model_prefix
 from .one_pass import OnePassModel, ViewOutputs
@@ -140,12 +151,25 @@ def read_network_config(weights: Path, config: Any) -> Da3Config:
     )
 
 
+def normalised_extrinsics(world_to_camera: np.ndarray) -> np.ndarray:
+    """The reference's normalisation of given extrinsics (N, 4, 4): relative to view 0, the
+    translations divided by the median distance of the cameras from view 0 (the lower middle
+    value for an even count, view 0's zero included), at least 0.1."""
+    relative = world_to_camera @ np.linalg.inv(world_to_camera[0])
+    distances = np.linalg.norm(np.linalg.inv(relative)[:, :3, 3], axis=1)
+    median = np.sort(distances)[(len(distances) - 1) // 2]
+    relative[:, :3, 3] /= max(float(median), 0.1)
+    return relative
+
+
 class SceneFromViewsDepthAnythingV3(OnePassModel):
     """Depth Anything 3 (Lin et al., 2025): depth and cameras of every view in one pass."""
 
     model_type: ClassVar[SceneFromViewsType] = SceneFromViewsType.DEPTH_ANYTHING_V3
     options_class: ClassVar[type[ModelOptions]] = DepthAnythingV3Options
     checkpoint_filenames: ClassVar[tuple[str, ...]] = ("model.safetensors",)
+    accepts_known_intrinsics: ClassVar[bool] = True
+    accepts_known_poses: ClassVar[bool] = True  # with their intrinsics: the camera encoder needs both
     options: DepthAnythingV3Options
 
     def __init__(self, device: str | torch.device | None = None, **options: Any) -> None:
@@ -169,16 +193,32 @@ class SceneFromViewsDepthAnythingV3(OnePassModel):
             raise InvalidImageError("empty window: Depth Anything 3 needs at least one image")
         return preprocess_da3_images(images, opts.process_res)
 
-    def infer(self, processed: PairViews, **kwargs: Any) -> ViewOutputs:
+    def infer(self, processed: PairViews, known_cameras: KnownCameras | None = None, **kwargs: Any) -> ViewOutputs:
         """One pass: `depth`, `depth_conf` (N, H, W), `extrinsics` (N, 3, 4) world-to-camera,
-        `intrinsics` (N, 3, 3), under the reference's names; `.reference_view`: the one it chose."""
+        `intrinsics` (N, 3, 3), under the reference's names; `.reference_view`: the one it chose;
+        `.known_intrinsics` (network-input pixels) and `.known_poses` when given."""
         opts = self.call_options(kwargs)
+        known_k = known_poses = None
+        given: dict[str, torch.Tensor] = {}
+        if known_cameras is not None:
+            if known_cameras.intrinsics is not None:
+                known_k = intrinsics_in_processed_pixels(known_cameras.intrinsics, processed.scales, processed.offsets)
+            if known_cameras.poses is not None:
+                if known_k is None:
+                    raise InvalidOptionError(
+                        "Depth Anything 3's camera encoder needs the intrinsics of known poses: give known_intrinsics too"
+                    )
+                known_poses = known_cameras.poses
+                extrinsics = normalised_extrinsics(np.linalg.inv(known_poses))
+                given = {"extrinsics": torch.as_tensor(extrinsics, dtype=torch.float32, device=self.device),
+                         "intrinsics": torch.as_tensor(known_k, dtype=torch.float32, device=self.device)}
         images = torch.cat(processed.tensors).to(self.device)
         with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
                                                     enabled=self.amp_dtype is not None):
-            out = self.network(images, opts.ref_view_strategy)
+            out = self.network(images, opts.ref_view_strategy, **given)
         raw = ViewOutputs(ViewOutputs.from_views({key: out[key] for key in ("depth", "depth_conf", "extrinsics", "intrinsics")}))
         raw.reference_view = int(out["reference_view"])
+        raw.known_intrinsics, raw.known_poses = known_k, known_poses
         return raw
 
     def postprocess_results(
@@ -189,11 +229,17 @@ class SceneFromViewsDepthAnythingV3(OnePassModel):
         count = len(processed.rgb)
         world_to_camera = np.tile(np.eye(4), (count, 1, 1))
         world_to_camera[:, :3, :] = raw["extrinsics"]
-        to_first = world_to_camera[0]
-        poses = np.einsum("ij,njk->nik", to_first, np.linalg.inv(world_to_camera))
-        poses[0] = np.eye(4)
         depth = np.asarray(raw["depth"], dtype=np.float32)
-        intrinsics = np.asarray(raw["intrinsics"], dtype=np.float64)
+        known_poses = getattr(raw, "known_poses", None)
+        if known_poses is not None:  # the given frame and units
+            predicted_centres = np.linalg.inv(world_to_camera)[:, :3, 3]
+            scale = float(np.cbrt(np.linalg.det(umeyama(known_poses[:, :3, 3], predicted_centres)[:3, :3])))
+            poses, depth = np.array(known_poses, dtype=np.float64), (depth / scale).astype(np.float32)
+        else:
+            poses = np.einsum("ij,njk->nik", world_to_camera[0], np.linalg.inv(world_to_camera))
+            poses[0] = np.eye(4)
+        known_k = getattr(raw, "known_intrinsics", None)
+        intrinsics = np.asarray(raw["intrinsics"] if known_k is None else known_k, dtype=np.float64)
         clouds = unproject_depth(depth, intrinsics, poses)
         confidences = np.asarray(raw["depth_conf"], dtype=np.float32)
         threshold = np.percentile(confidences, opts.conf_thres) if opts.conf_thres > 0 else -np.inf
