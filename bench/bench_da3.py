@@ -38,7 +38,7 @@ def _workloads(args: argparse.Namespace, weights: str, which: tuple[str, ...]) -
     from scene_from_views_ros.core.checkpoint import build_network
     from scene_from_views_ros.core.images import load_images
     from scene_from_views_ros.models.depth_anything_v3 import preprocess_da3_images
-    from scene_from_views_ros.models.networks.depth_anything_v3 import PRESETS, RAY_BRANCH, DepthAnything3Net, strip_model_prefix
+    from scene_from_views_ros.models.networks.depth_anything_v3 import PRESETS, UNUSED_HEADS, DepthAnything3Net, strip_model_prefix
 
     sys.path[:0] = [args.reference] + ([args.stubs] if args.stubs else [])
     images = torch.cat(preprocess_da3_images(load_images([DATA / name for name in IMAGES], rgb=True), 504).tensors)
@@ -50,7 +50,7 @@ def _workloads(args: argparse.Namespace, weights: str, which: tuple[str, ...]) -
         work["reference"] = partial(api.model, images[None], None, None, [], False, False, "saddle_balanced")
     if "ours" in which:
         cfg = PRESETS[CASES[args.preset]["model_name"]]
-        ours = build_network(lambda: DepthAnything3Net(cfg), weights, "cpu", drop_prefixes=RAY_BRANCH, rename=strip_model_prefix)
+        ours = build_network(lambda: DepthAnything3Net(cfg), weights, "cpu", drop_prefixes=UNUSED_HEADS, rename=strip_model_prefix)
         work["ours"] = partial(ours, images, "saddle_balanced")
     return work
 

@@ -16,8 +16,8 @@ import torch
 from scene_from_views_ros.core.checkpoint import build_network, safetensors_index
 from scene_from_views_ros.geometry.camera import matrix_to_quaternion, quaternion_to_matrix
 from scene_from_views_ros.models.networks.depth_anything_v3 import (
-    RAY_BRANCH,
     REFERENCE_STRATEGIES,
+    UNUSED_HEADS,
     Da3Config,
     DepthAnything3Net,
     decode_cameras,
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def network() -> DepthAnything3Net:
     cfg = Da3Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in RECORD["config"].items()})
-    return build_network(lambda: DepthAnything3Net(cfg), FIXTURE / "model.safetensors", "cpu", drop_prefixes=RAY_BRANCH,
+    return build_network(lambda: DepthAnything3Net(cfg), FIXTURE / "model.safetensors", "cpu", drop_prefixes=UNUSED_HEADS,
                          rename=strip_model_prefix)
 
 
@@ -73,7 +73,7 @@ def test_the_reference_view_strategies(network: DepthAnything3Net) -> None:
 def test_the_ray_branch_is_dropped_knowingly_and_its_tied_norm_is_stored_once() -> None:
     keys = set(safetensors_index(FIXTURE / "model.safetensors"))
     assert "model.head.scratch.output_conv2_aux.0.2.weight" in keys and "model.head.scratch.output_conv2_aux.3.2.weight" not in keys
-    ray = {key for key in keys if key.startswith(RAY_BRANCH)}
+    ray = {key for key in keys if key.startswith(UNUSED_HEADS)}  # the tiny network has no Gaussian head
     assert ray and all("_aux" in key for key in ray)
 
 
@@ -162,3 +162,15 @@ def model_cameras(intrinsics: np.ndarray, poses: np.ndarray):
     from scene_from_views_ros.core.cameras import KnownCameras
 
     return KnownCameras(intrinsics, poses)
+
+
+def test_swiglu_is_dinov2_giants_feed_forward() -> None:
+    from scene_from_views_ros.models.layers.mlp import SwiGLU
+
+    torch.manual_seed(0)
+    layer = SwiGLU(1536, 4 * 1536)
+    assert layer.w12.weight.shape == (2 * 4096, 1536) and layer.w3.weight.shape == (1536, 4096)  # the released shapes
+    x = torch.randn(2, 5, 1536)
+    gate, value = (x @ layer.w12.weight.T + layer.w12.bias).chunk(2, dim=-1)
+    expected = (gate * torch.sigmoid(gate) * value) @ layer.w3.weight.T + layer.w3.bias
+    torch.testing.assert_close(layer(x), expected, rtol=1e-4, atol=1e-5)

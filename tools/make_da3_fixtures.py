@@ -183,7 +183,7 @@ def compare(folder: Path) -> dict[str, float]:
     from scene_from_views_ros.core.checkpoint import build_network
     from scene_from_views_ros.models.networks.depth_anything_v3 import (
         PRESETS,
-        RAY_BRANCH,
+        UNUSED_HEADS,
         Da3Config,
         DepthAnything3Net,
         strip_model_prefix,
@@ -193,7 +193,7 @@ def compare(folder: Path) -> dict[str, float]:
     expected = np.load(folder / "expected.npz")
     cfg = PRESETS[record["model_name"]] if record["model_name"] else Da3Config(**{
         k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()})
-    network = build_network(lambda: DepthAnything3Net(cfg), folder / "model.safetensors", "cpu", drop_prefixes=RAY_BRANCH,
+    network = build_network(lambda: DepthAnything3Net(cfg), folder / "model.safetensors", "cpu", drop_prefixes=UNUSED_HEADS,
                             rename=strip_model_prefix)
     images = torch.from_numpy(expected["input"])
     errors: dict[str, float] = {}

@@ -1,5 +1,5 @@
-"""Depth Anything 3 on the core API: the any-view presets (DA3-SMALL, DA3-BASE, DA3-LARGE and
-their -1.1 re-releases), every view of a window in one pass.
+"""Depth Anything 3 on the core API: the any-view presets (DA3-SMALL, DA3-BASE, DA3-LARGE,
+DA3-GIANT and their -1.1 re-releases), every view of a window in one pass.
 
 The network (networks/depth_anything_v3.py) gives per view its depth, a confidence and its
 camera (world-to-camera extrinsics in the frame of the reference view it chose, intrinsics).
@@ -22,7 +22,7 @@ from the given cameras to the predicted ones.  The reference ignores intrinsics 
 here they replace the predicted intrinsics and the points are unprojected with them.  Unlike
 the reference, no RANSAC is run on the camera centres from 10 views on.
 
-Not yet here (issue 14): GIANT, METRIC, MONO and NESTED, sky masks.
+Not yet here (issue 14): METRIC, MONO and NESTED, sky masks.
 """
 from __future__ import annotations
 
@@ -47,13 +47,13 @@ from ..core.types import SceneFromViewsType
 from ..geometry.camera import intrinsics_in_original_pixels, intrinsics_in_processed_pixels, unproject_depth
 from ..geometry.sim3 import umeyama
 from .dust3r import PairViews, network_dtype_option, read_config_json
-from .networks.depth_anything_v3 import PATCH, PRESETS, RAY_BRANCH, REFERENCE_STRATEGIES, Da3Config, DepthAnything3Net, strip_model_prefix
+from .networks.depth_anything_v3 import PATCH, PRESETS, REFERENCE_STRATEGIES, UNUSED_HEADS, Da3Config, DepthAnything3Net, strip_model_prefix
 from .one_pass import OnePassModel, ViewOutputs
 from .vggt import autocast_dtype
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-LATER_PRESETS = ("da3-giant", "da3metric-large", "da3mono-large", "da3nested-giant-large")
+LATER_PRESETS = ("da3metric-large", "da3mono-large", "da3nested-giant-large")
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class SceneFromViewsDepthAnythingV3(OnePassModel):
         self.amp_dtype = autocast_dtype(self.device, opts.dtype)
         self.checkpoint_path = resolve_checkpoint(opts.checkpoint, self.checkpoint_filenames, companions=("config.json",))
         cfg = read_network_config(self.checkpoint_path, opts.config)
-        self.network = build_network(lambda: DepthAnything3Net(cfg), self.checkpoint_path, self.device, drop_prefixes=RAY_BRANCH,
+        self.network = build_network(lambda: DepthAnything3Net(cfg), self.checkpoint_path, self.device, drop_prefixes=UNUSED_HEADS,
                                      rename=strip_model_prefix)
 
     def check_image(self, image: np.ndarray) -> None:

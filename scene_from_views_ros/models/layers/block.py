@@ -8,7 +8,7 @@ from torch import nn
 
 from .attention import Attention
 from .layer_scale import LayerScale
-from .mlp import Mlp
+from .mlp import Mlp, SwiGLU
 from .rope2d import RopeTables
 
 
@@ -31,14 +31,16 @@ class Block(nn.Module):
         init_values: float | None = None,
         qk_norm: bool = False,
         norm_eps: float = 1e-5,
+        swiglu: bool = False,
     ) -> None:
+        """`swiglu`: DINOv2-giant's SwiGLU feed-forward (keys mlp.w12, mlp.w3) instead of the MLP."""
         super().__init__()
         norm = partial(nn.LayerNorm, eps=norm_eps)
         self.norm1 = norm(dim)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, proj_bias=proj_bias, qk_norm=qk_norm)
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.norm2 = norm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), bias=ffn_bias)
+        self.mlp: nn.Module = SwiGLU(dim, int(dim * mlp_ratio), bias=ffn_bias) if swiglu else Mlp(dim, int(dim * mlp_ratio), bias=ffn_bias)
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
 
     def forward(self, x: torch.Tensor, rope: RopeTables | None = None) -> torch.Tensor:

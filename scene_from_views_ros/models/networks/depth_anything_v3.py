@@ -1,6 +1,6 @@
 """Depth Anything 3's any-view network (DA3-SMALL/BASE/LARGE), checkpoint-compatible with the
-hub releases (keys under `model.`).  Work in progress: GIANT's SwiGLU blocks, the METRIC/MONO
-DPT head and NESTED are not here yet.
+hub releases (keys under `model.`), DA3-GIANT included (SwiGLU blocks; its Gaussian-splatting
+head is not built, its keys dropped knowingly).  Not here yet: the METRIC/MONO DPT head, NESTED.
 
 Architecture (key names as in the releases):
 - `backbone.pretrained`: DINOv2 (patch 14, cls token, learned position embedding of a 37x37
@@ -37,9 +37,10 @@ PATCH = 14
 POS_GRID = 37  # the learned position embedding's grid (518 / 14)
 REFERENCE_STRATEGIES = ("saddle_balanced", "saddle_sim_range", "first", "middle")
 MIN_VIEWS_FOR_REFERENCE = 3  # the reference selects a reference view only from 3 views on
-# DualDPT's ray branch in the hub files: computed and discarded by the reference unless poses come from rays
-RAY_BRANCH = tuple(f"model.head.scratch.{name}" for name in (
-    "refinenet1_aux.", "refinenet2_aux.", "refinenet3_aux.", "refinenet4_aux.", "output_conv1_aux.", "output_conv2_aux."))
+# Keys of the hub files that give no depth or camera, dropped knowingly: DualDPT's ray branch (computed
+# and discarded by the reference unless poses come from rays) and GIANT's Gaussian-splatting head.
+UNUSED_HEADS = tuple(f"model.head.scratch.{name}" for name in (
+    "refinenet1_aux.", "refinenet2_aux.", "refinenet3_aux.", "refinenet4_aux.", "output_conv1_aux.", "output_conv2_aux.")) + ("model.gs_head.",)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Da3Config:
     head_features: int = 64
     head_out_channels: tuple[int, int, int, int] = (48, 96, 192, 384)
     camera_encoder_heads: int = 16  # a constant of the reference's camera encoder; tiny test networks change it
+    swiglu: bool = False  # DINOv2-giant's feed-forward (DA3-GIANT)
 
     @property
     def head_dim_in(self) -> int:
@@ -64,6 +66,7 @@ PRESETS = {
     "da3-small": Da3Config(),
     "da3-base": Da3Config(768, 12, 12, (5, 7, 9, 11), 4, 128, (96, 192, 384, 768)),
     "da3-large": Da3Config(1024, 24, 16, (11, 15, 19, 23), 8, 256, (256, 512, 1024, 1024)),
+    "da3-giant": Da3Config(1536, 40, 24, (19, 27, 33, 39), 13, 256, (256, 512, 1024, 1024), swiglu=True),
 }
 
 
@@ -102,7 +105,8 @@ class Da3Backbone(nn.Module):
         pretrained.camera_token = nn.Parameter(torch.zeros(1, 2, cfg.embed_dim))
         pretrained.pos_embed = nn.Parameter(torch.zeros(1, POS_GRID * POS_GRID + 1, cfg.embed_dim))
         pretrained.blocks = nn.ModuleList(
-            Block(cfg.embed_dim, cfg.num_heads, init_values=1.0, qk_norm=i >= cfg.alt_start, norm_eps=1e-6) for i in range(cfg.depth)
+            Block(cfg.embed_dim, cfg.num_heads, init_values=1.0, qk_norm=i >= cfg.alt_start, norm_eps=1e-6, swiglu=cfg.swiglu)
+            for i in range(cfg.depth)
         )
         pretrained.norm = nn.LayerNorm(cfg.embed_dim)
         self.rope = Rope2D(100.0)
@@ -264,5 +268,5 @@ def strip_model_prefix(key: str) -> str:
     return key[len("model."):] if key.startswith("model.") else key
 
 
-__all__ = ["PRESETS", "RAY_BRANCH", "Da3Config", "DepthAnything3Net", "decode_cameras", "select_reference_view", "strip_model_prefix"]
+__all__ = ["PRESETS", "UNUSED_HEADS", "Da3Config", "DepthAnything3Net", "decode_cameras", "select_reference_view", "strip_model_prefix"]
 
