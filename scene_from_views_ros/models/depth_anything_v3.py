@@ -81,6 +81,16 @@ class DepthAnythingV3Options(ModelOptions):
     )
 
 
+class Da3Outputs(ViewOutputs):
+    """Raw outputs per view (`depth`, `depth_conf`, `extrinsics`, `intrinsics`), the reference view
+    the network chose, and the known cameras it was given (intrinsics in network-input pixels)."""
+
+    def __init__(self, outputs: Mapping[str, Any], reference_view: int, known_intrinsics: np.ndarray | None = None,
+                 known_poses: np.ndarray | None = None) -> None:
+        super().__init__(outputs)
+        self.reference_view, self.known_intrinsics, self.known_poses = reference_view, known_intrinsics, known_poses
+
+
 def _nearest_multiple(value: int) -> int:
     down = value // PATCH * PATCH
     return down + PATCH if abs(down + PATCH - value) <= abs(value - down) else down
@@ -193,7 +203,7 @@ class SceneFromViewsDepthAnythingV3(OnePassModel):
             raise InvalidImageError("empty window: Depth Anything 3 needs at least one image")
         return preprocess_da3_images(images, opts.process_res)
 
-    def infer(self, processed: PairViews, known_cameras: KnownCameras | None = None, **kwargs: Any) -> ViewOutputs:
+    def infer(self, processed: PairViews, known_cameras: KnownCameras | None = None, **kwargs: Any) -> Da3Outputs:
         """One pass: `depth`, `depth_conf` (N, H, W), `extrinsics` (N, 3, 4) world-to-camera,
         `intrinsics` (N, 3, 3), under the reference's names; `.reference_view`: the one it chose;
         `.known_intrinsics` (network-input pixels) and `.known_poses` when given."""
@@ -216,13 +226,11 @@ class SceneFromViewsDepthAnythingV3(OnePassModel):
         with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
                                                     enabled=self.amp_dtype is not None):
             out = self.network(images, opts.ref_view_strategy, **given)
-        raw = ViewOutputs(ViewOutputs.from_views({key: out[key] for key in ("depth", "depth_conf", "extrinsics", "intrinsics")}))
-        raw.reference_view = int(out["reference_view"])
-        raw.known_intrinsics, raw.known_poses = known_k, known_poses
-        return raw
+        arrays = ViewOutputs.from_views({key: out[key] for key in ("depth", "depth_conf", "extrinsics", "intrinsics")})
+        return Da3Outputs(arrays, int(out["reference_view"]), known_k, known_poses)
 
     def postprocess_results(
-        self, raw: ViewOutputs, images: list[np.ndarray], processed: PairViews, as_pointcloud: bool = True, **kwargs: Any
+        self, raw: Da3Outputs, images: list[np.ndarray], processed: PairViews, as_pointcloud: bool = True, **kwargs: Any
     ) -> SceneFromViewsResult:
         """Cameras in view 0's frame, depth unprojected, the confidence mask (module doc)."""
         opts = self.call_options(kwargs)
@@ -230,7 +238,7 @@ class SceneFromViewsDepthAnythingV3(OnePassModel):
         world_to_camera = np.tile(np.eye(4), (count, 1, 1))
         world_to_camera[:, :3, :] = raw["extrinsics"]
         depth = np.asarray(raw["depth"], dtype=np.float32)
-        known_poses = getattr(raw, "known_poses", None)
+        known_poses = raw.known_poses
         if known_poses is not None:  # the given frame and units
             predicted_centres = np.linalg.inv(world_to_camera)[:, :3, 3]
             scale = float(np.cbrt(np.linalg.det(umeyama(known_poses[:, :3, 3], predicted_centres)[:3, :3])))
@@ -238,7 +246,7 @@ class SceneFromViewsDepthAnythingV3(OnePassModel):
         else:
             poses = np.einsum("ij,njk->nik", world_to_camera[0], np.linalg.inv(world_to_camera))
             poses[0] = np.eye(4)
-        known_k = getattr(raw, "known_intrinsics", None)
+        known_k = raw.known_intrinsics
         intrinsics = np.asarray(raw["intrinsics"] if known_k is None else known_k, dtype=np.float64)
         clouds = unproject_depth(depth, intrinsics, poses)
         confidences = np.asarray(raw["depth_conf"], dtype=np.float32)
@@ -249,11 +257,11 @@ class SceneFromViewsDepthAnythingV3(OnePassModel):
             global_point_cloud=cloud, camera_poses=list(poses), processed_images=processed.rgb, depth_predictions=list(depth),
             point_clouds=[c.astype(np.float32) for c in clouds], intrinsics=list(intrinsics), confidences=list(confidences), masks=masks,
             extras={
-                "reference_view": getattr(raw, "reference_view", 0), "focals": intrinsics[:, 0, 0].copy(),
+                "reference_view": raw.reference_view, "focals": intrinsics[:, 0, 0].copy(),
                 "intrinsics_original": list(intrinsics_in_original_pixels(intrinsics, processed.scales, processed.offsets)),
                 "scales": processed.scales, "offsets": processed.offsets,
             },
         )
 
 
-__all__ = ["DepthAnythingV3Options", "SceneFromViewsDepthAnythingV3", "preprocess_da3_images"]
+__all__ = ["Da3Outputs", "DepthAnythingV3Options", "SceneFromViewsDepthAnythingV3", "preprocess_da3_images"]
