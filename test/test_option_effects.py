@@ -328,9 +328,10 @@ SHOWN_ELSEWHERE: dict[str, str | tuple[str, ...]] = {
     "model.niter_PnP": ("test_fast3r.py::test_postprocessing_options_change_the_result",
                         "test_mvdust3r.py::test_postprocessing_options_change_the_result"),
     "model.focal_length_estimation_method": "test_fast3r.py::test_postprocessing_options_change_the_result",
-    # Depth Anything 3: its input size and how it picks its reference view.
+    # Depth Anything 3: its input size, how it picks its reference view, its sky masks.
     "model.process_res": "test_depth_anything_v3.py::test_conf_thres_and_ref_view_strategy_change_the_result",
     "model.ref_view_strategy": "test_depth_anything_v3.py::test_conf_thres_and_ref_view_strategy_change_the_result",
+    "model.drop_sky": "test_depth_anything_v3_variants.py::test_nested_maps_in_metres_with_sky_masks",
     # The node's own inputs and outputs.
     "image_topics": "test_ros_node.py::test_compressed_topic_frames_are_mapped",
     "camera_info_topics": "test_ros_node.py::test_save_map_writes_readable_files",

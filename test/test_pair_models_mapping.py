@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from test_ros_node import NODE, OVERLAP, WINDOW, produce_windows, running_node, test_params_file, wait_for
+from test_ros_node import NODE, OVERLAP, WINDOW, model_params_file, produce_windows, running_node, wait_for
 
 from scene_from_views_ros.cli.map import main
 from scene_from_views_ros.core.errors import InvalidOptionError
@@ -49,17 +48,7 @@ def test_the_offline_tool_maps_several_windows(model_type: str, tmp_path: Path, 
 
 @pytest.mark.parametrize("model_type", PAIR_MODELS)
 def test_the_node_maps_windows_of_pairs(model_type: str, tmp_path: Path) -> None:
-    params_file = test_params_file(tmp_path)
-    config = yaml.safe_load(params_file.read_text())
-    params = config["scene_from_views"]["ros__parameters"]
-    params["model"] = yaml.safe_load((Path(__file__).parents[1] / "config" / "models" / f"{model_type}.yaml").read_text())[
-        "scene_from_views"]["ros__parameters"]["model"]
-    for name, value in model_parameters(model_type).items():
-        if name.startswith("model."):
-            params["model"][name[len("model."):]] = value
-        else:
-            params[name] = value
-    params_file.write_text(yaml.safe_dump(config))
+    params_file = model_params_file(tmp_path, model_parameters(model_type))
     with running_node(["--ros-args", "--params-file", str(params_file), "-p", "device:=cpu"]) as (node, probe):
         assert type(node.backend.model).model_type.value == model_type
         produce_windows(probe, 3, timeout=60.0)

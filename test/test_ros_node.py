@@ -93,6 +93,24 @@ def test_params_file(tmp_path: Path) -> Path:
 test_params_file.__test__ = False  # a helper, not a test
 
 
+def model_params_file(tmp_path: Path, parameters: dict[str, object]) -> Path:
+    """The test's parameter file for another model: its shipped model YAML, then `parameters`
+    (model_type and model.* values)."""
+    params_file = test_params_file(tmp_path)
+    config = yaml.safe_load(params_file.read_text())
+    params = config["scene_from_views"]["ros__parameters"]
+    model_type = parameters["model_type"]
+    params["model"] = yaml.safe_load((REPO_ROOT / "config" / "models" / f"{model_type}.yaml").read_text())[
+        "scene_from_views"]["ros__parameters"]["model"]
+    for name, value in parameters.items():
+        if name.startswith("model."):
+            params["model"][name[len("model."):]] = value
+        else:
+            params[name] = value
+    params_file.write_text(yaml.safe_dump(config))
+    return params_file
+
+
 class Probe:
     """A node that feeds the mapper and records what it publishes (thread-safe lists)."""
 

@@ -361,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
     failures, stopped = _map_frames(mapper, frames, source, total, outputs, args.quiet)
 
     stats, trajectory = mapper.stats, mapper.trajectory()
-    metric = settings.mapper.chain.metric
+    metric = mapper.metric
     summary = RunSummary(
         input=source.description,
         model=model_text,

@@ -57,7 +57,8 @@ class SceneFromViewsBase(abc.ABC):
     model_type: ClassVar[SceneFromViewsType]
     options_class: ClassVar[type[ModelOptions]]
     checkpoint_filenames: ClassVar[tuple[str, ...]] = ("model.safetensors", "model.pt")
-    is_metric: ClassVar[bool] = False
+    #: Whether outputs are in metres (per class, or set by the loaded checkpoint).
+    is_metric: bool = False
     #: Whether its optimizer input carries local descriptors (what the sparse optimizer matches).
     gives_descriptors: ClassVar[bool] = False
     #: The scene optimizer `reconstruct` runs unless told otherwise ("none": the model's own result).

@@ -136,6 +136,7 @@ class SlidingWindowMapper:
         self.config = config or MapperConfig()
         self._reconstructor = as_reconstructor(backend, **(reconstruct_kwargs or {}))
         self._check_image: Callable[[np.ndarray], None] | None = getattr(backend, "check_image", None)
+        self._model_metric = bool(getattr(backend, "is_metric", False))
         self.on_window = on_window
         self.on_error = on_error
         self.on_new_map: Callable[[], None] | None = None  # called when a time jump started a new map
@@ -206,6 +207,13 @@ class SlidingWindowMapper:
         with self._lock:
             self._reconstructor = reconstructor
             self._check_image = getattr(backend, "check_image", None)
+            self._model_metric = bool(getattr(backend, "is_metric", False))
+
+    @property
+    def metric(self) -> bool:
+        """Whether the map is in metres: windows chained with SE(3) (`chain.metric`, forced on
+        by a metric model, which a loaded checkpoint may make so)."""
+        return self.config.chain.metric or self._model_metric
 
     def update_config(self, config: MapperConfig) -> None:
         """Apply new settings (the map is kept): keyframe, window and chain settings from the
@@ -380,7 +388,7 @@ class SlidingWindowMapper:
                 [reference for _, reference in shared],
                 [result.point_clouds[position] for position, _ in shared],
                 [kept_confidence(result.confidences[position], None if result.masks is None else result.masks[position]) for position, _ in shared],
-                self.config.chain,
+                self.config.chain.changed(metric=self.metric),
             )
             if not fit.ok:
                 raise WindowError(f"window {window.index} not placed: {fit.reason}")

@@ -1,12 +1,19 @@
-"""Depth Anything 3 on the core API: the any-view presets (DA3-SMALL, DA3-BASE, DA3-LARGE,
-DA3-GIANT and their -1.1 re-releases), every view of a window in one pass.
+"""Depth Anything 3 on the core API: every released variant, every view of a window in one pass.
 
-The network (networks/depth_anything_v3.py) gives per view its depth, a confidence and its
-camera (world-to-camera extrinsics in the frame of the reference view it chose, intrinsics).
+The checkpoint's config.json (`model_name`) says which network it holds:
+- any-view (DA3-SMALL, -BASE, -LARGE, -GIANT and the -1.1 re-releases): per view its depth, a
+  confidence and its camera (world-to-camera extrinsics in the frame of the reference view it
+  chose, intrinsics).  Output scale is the model's own ("map units").
+- DA3NESTED-GIANT-LARGE(-1.1): the same, in metres (`is_metric`): a monocular metric branch
+  scales the any-view depth and translations (networks/depth_anything_v3.py).
+- DA3METRIC-LARGE / DA3MONO-LARGE: one view at a time, depth and a sky score, no camera.  The
+  caller gives the intrinsics (METRIC's depth becomes metres as the release says: depth x mean
+  focal of the processed image / 300; MONO's depth is relative) and, for more than one view,
+  the poses (METRIC only: MONO's views share no scale).  They map only with a source of poses.
 Here the cameras are re-expressed in view 0's frame (the convention of every model), each
 view's points are its depth unprojected with its camera, and pixels under the `conf_thres`
-percentile of the window's confidences are masked.  Output scale is the model's own ("map
-units").
+percentile of the window's confidences are masked; with `drop_sky`, so are sky pixels (their
+depth is only a far filler).
 
 Preprocessing is the reference's `InputProcessor` ("upper_bound_resize"): the longest side
 resized to `process_res` (cv2 INTER_CUBIC enlarging, INTER_AREA shrinking), each side then
@@ -20,15 +27,15 @@ extrinsics relative to view 0, translations divided by the median camera distanc
 the given poses, the depth divided by the scale of the Sim(3) (Umeyama, on the camera centres)
 from the given cameras to the predicted ones.  The reference ignores intrinsics given alone;
 here they replace the predicted intrinsics and the points are unprojected with them.  Unlike
-the reference, no RANSAC is run on the camera centres from 10 views on.
-
-Not yet here (issue 14): METRIC, MONO and NESTED, sky masks.
+the reference, no RANSAC is run on the camera centres from 10 views on.  NESTED given intrinsics
+alone takes its metres from their focal instead of the predicted one (the reference ignores them).
 """
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,13 +54,45 @@ from ..core.types import SceneFromViewsType
 from ..geometry.camera import intrinsics_in_original_pixels, intrinsics_in_processed_pixels, unproject_depth
 from ..geometry.sim3 import umeyama
 from .dust3r import PairViews, network_dtype_option, read_config_json
-from .networks.depth_anything_v3 import PATCH, PRESETS, REFERENCE_STRATEGIES, UNUSED_HEADS, Da3Config, DepthAnything3Net, strip_model_prefix
+from .networks.depth_anything_v3 import (
+    METRIC_FOCAL_UNIT,
+    METRIC_PRESETS,
+    MODEL_NAMES,
+    NESTED_PRESET,
+    PATCH,
+    REFERENCE_STRATEGIES,
+    SKY_SCORE,
+    UNUSED_HEADS,
+    Da3Config,
+    DepthAnything3Net,
+    da3_network,
+    strip_model_prefix,
+)
 from .one_pass import OnePassModel, ViewOutputs
 from .vggt import autocast_dtype
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-LATER_PRESETS = ("da3metric-large", "da3mono-large", "da3nested-giant-large")
+HUB_OWNER = "depth-anything"
+# The released hub repos and the model_name their config.json holds.
+RELEASES = {
+    "DA3-SMALL": "da3-small", "DA3-BASE": "da3-base", "DA3-LARGE": "da3-large", "DA3-LARGE-1.1": "da3-large",
+    "DA3-GIANT": "da3-giant", "DA3-GIANT-1.1": "da3-giant", "DA3METRIC-LARGE": "da3metric-large",
+    "DA3MONO-LARGE": "da3mono-large", "DA3NESTED-GIANT-LARGE": NESTED_PRESET, "DA3NESTED-GIANT-LARGE-1.1": NESTED_PRESET,
+}
+
+
+def release_named(checkpoint: str) -> str | None:
+    """The release a checkpoint reference names: a `depth-anything/<repo>` id, or a local copy
+    (a folder, or a file in one) named like a release; None otherwise."""
+    match = re.fullmatch(rf"{HUB_OWNER}/([^/]+)", checkpoint.strip())
+    if match:
+        return match.group(1)
+    path = Path(checkpoint).expanduser()
+    for name in (path.name, path.parent.name):
+        if name.upper() in RELEASES:
+            return name.upper()
+    return None
 
 
 @dataclass(frozen=True)
@@ -62,8 +101,9 @@ class DepthAnythingV3Options(ModelOptions):
 
     checkpoint: str = checkpoint_option("depth-anything/DA3-LARGE")
     config: str = option(
-        "", "Architecture JSON (Da3Config fields) for reduced configurations; '' = the preset named by the config.json "
-        "beside the weights (its model_name). The Python API also takes a Da3Config or a dict.",
+        "", "Architecture JSON (Da3Config fields; NESTED: {\"anyview\": {...}, \"metric\": {...}}) for reduced "
+        "configurations; '' = the preset named by the config.json beside the weights (its model_name). The Python API "
+        "also takes a Da3Config or a dict.",
         path=True, python_types=(Da3Config, dict), stage=BUILD,
     )
     dtype: str = network_dtype_option()
@@ -79,16 +119,31 @@ class DepthAnythingV3Options(ModelOptions):
         40.0, "Pixels under this percentile of the window's confidences are left out of the clouds, the depth images "
         "and the map (the reference's export default); 0 keeps every pixel.", unit="percentile", low=0.0, high=100.0,
     )
+    drop_sky: bool = option(
+        True, "Leave sky pixels (sky score >= 0.3; their depth is only a far filler) out of the clouds, the depth images and "
+        "the map. Variants with a sky head only: METRIC, MONO, NESTED.",
+    )
+
+    def check_together(self) -> None:
+        release = release_named(self.checkpoint) if isinstance(self.checkpoint, str) else None
+        if self.checkpoint.startswith(f"{HUB_OWNER}/") and release not in RELEASES:
+            raise InvalidOptionError(
+                f"model.checkpoint {self.checkpoint!r} is not a Depth Anything 3 release; the variants are "
+                + ", ".join(f"{HUB_OWNER}/{name}" for name in RELEASES)
+            )
 
 
 class Da3Outputs(ViewOutputs):
-    """Raw outputs per view (`depth`, `depth_conf`, `extrinsics`, `intrinsics`), the reference view
-    the network chose, and the known cameras it was given (intrinsics in network-input pixels)."""
+    """Raw outputs per view under the reference's names (`depth`; any-view and NESTED:
+    `depth_conf`, `extrinsics`, `intrinsics`; with a sky head: `sky`), the reference view the
+    network chose, NESTED's metric scale, and the known cameras it was given (intrinsics in
+    network-input pixels)."""
 
     def __init__(self, outputs: Mapping[str, Any], reference_view: int, known_intrinsics: np.ndarray | None = None,
-                 known_poses: np.ndarray | None = None) -> None:
+                 known_poses: np.ndarray | None = None, scale_factor: float | None = None) -> None:
         super().__init__(outputs)
         self.reference_view, self.known_intrinsics, self.known_poses = reference_view, known_intrinsics, known_poses
+        self.scale_factor = scale_factor
 
 
 def _nearest_multiple(value: int) -> int:
@@ -136,29 +191,37 @@ def preprocess_da3_images(images: list[np.ndarray], process_res: int) -> PairVie
     return PairViews(tensors, rgb, np.asarray(scales, dtype=np.float64), np.asarray(offsets, dtype=np.float64))
 
 
-def read_network_config(weights: Path, config: Any) -> Da3Config:
-    """The architecture: `config` when given, else the preset named by the config.json beside the weights."""
-    if isinstance(config, Da3Config):
-        return config
-    if isinstance(config, Mapping) or config:
-        values = dict(config) if isinstance(config, Mapping) else json.loads(Path(config).read_text())
-        known = {f.name for f in fields(Da3Config)}
-        return Da3Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
+def read_model_name(weights: Path, config: Any, release: str | None) -> str | None:
+    """The checkpoint's model_name (config.json beside the weights), checked against the release
+    the checkpoint reference names; None for a reduced `config` without config.json."""
     beside = weights.parent / "config.json"
     if not beside.is_file():
+        if config:
+            return NESTED_PRESET if isinstance(config, Mapping) and "anyview" in config else None
         raise CheckpointNotFoundError(
             f"{weights} has no config.json beside it (the hub repo holds both: huggingface-cli download "
-            "depth-anything/DA3-LARGE config.json); pass config=<Da3Config JSON>"
+            f"{HUB_OWNER}/DA3-LARGE config.json); pass config=<Da3Config JSON>"
         )
     name = read_config_json(beside).get("model_name")
-    if name in PRESETS:
-        return PRESETS[name]
-    if name in LATER_PRESETS:
-        raise CheckpointMismatchError(f"{weights} is a {name} checkpoint: this release implements {', '.join(PRESETS)} only")
-    raise CheckpointMismatchError(
-        f"{beside} names model_name {name!r}, not a Depth Anything 3 preset ({', '.join((*PRESETS, *LATER_PRESETS))}): "
-        "is it another model's checkpoint?"
-    )
+    if name not in MODEL_NAMES and not config:
+        raise CheckpointMismatchError(
+            f"{beside} names model_name {name!r}, not a Depth Anything 3 variant ({', '.join(MODEL_NAMES)}): "
+            "is it another model's checkpoint?"
+        )
+    expected = RELEASES.get(release or "")
+    if expected is not None and name != expected:
+        raise CheckpointMismatchError(
+            f"{weights} is named {release} but its config.json says model_name {name!r} ({release} holds {expected!r}): "
+            "the files are mixed up; download the release again"
+        )
+    return name
+
+
+def read_network_config(config: Any) -> Da3Config | Mapping[str, Any] | None:
+    """The `config` option: a Da3Config, a mapping, a JSON file of one, or '' (the preset)."""
+    if isinstance(config, (Da3Config, Mapping)) or not config:
+        return config or None
+    return dict(json.loads(Path(config).read_text()))
 
 
 def normalised_extrinsics(world_to_camera: np.ndarray) -> np.ndarray:
@@ -188,9 +251,25 @@ class SceneFromViewsDepthAnythingV3(OnePassModel):
         opts = self.options
         self.amp_dtype = autocast_dtype(self.device, opts.dtype)
         self.checkpoint_path = resolve_checkpoint(opts.checkpoint, self.checkpoint_filenames, companions=("config.json",))
-        cfg = read_network_config(self.checkpoint_path, opts.config)
-        self.network = build_network(lambda: DepthAnything3Net(cfg), self.checkpoint_path, self.device, drop_prefixes=UNUSED_HEADS,
-                                     rename=strip_model_prefix)
+        self.model_name = read_model_name(self.checkpoint_path, opts.config, release_named(str(opts.checkpoint)))
+        config = read_network_config(opts.config)
+        self.network = build_network(lambda: da3_network(self.model_name, config), self.checkpoint_path, self.device,
+                                     drop_prefixes=UNUSED_HEADS, rename=strip_model_prefix)
+        self.is_metric = self.model_name in METRIC_PRESETS
+        self.monocular = isinstance(self.network, DepthAnything3Net) and not self.network.cfg.any_view
+
+    @property
+    def variant(self) -> str:
+        """The release name (DA3-LARGE, DA3METRIC-LARGE, ...; a reduced network says so)."""
+        return self.model_name.upper() if self.model_name else "a reduced Depth Anything 3"
+
+    def check_window(self, views: int) -> None:
+        super().check_window(views)
+        if self.monocular and views > 1:
+            raise InvalidOptionError(
+                f"{self.variant} ({self.checkpoint_path}) predicts depth but no camera, so it cannot map windows of {views} views "
+                f"without known poses; use {HUB_OWNER}/DA3NESTED-GIANT-LARGE (metres, with cameras) or an any-view variant"
+            )
 
     def check_image(self, image: np.ndarray) -> None:
         super().check_image(image)
@@ -219,21 +298,44 @@ class SceneFromViewsDepthAnythingV3(OnePassModel):
                         "Depth Anything 3's camera encoder needs the intrinsics of known poses: give known_intrinsics too"
                     )
                 known_poses = known_cameras.poses
-                extrinsics = normalised_extrinsics(np.linalg.inv(known_poses))
-                given = {"extrinsics": torch.as_tensor(extrinsics, dtype=torch.float32, device=self.device),
-                         "intrinsics": torch.as_tensor(known_k, dtype=torch.float32, device=self.device)}
+                if not self.monocular:
+                    extrinsics = normalised_extrinsics(np.linalg.inv(known_poses))
+                    given = {"extrinsics": torch.as_tensor(extrinsics, dtype=torch.float32, device=self.device)}
+            if known_k is not None and not self.monocular and (known_poses is not None or self.model_name == NESTED_PRESET):
+                # with poses: the camera encoder's input; alone: NESTED's focal for metres
+                given["intrinsics"] = torch.as_tensor(known_k, dtype=torch.float32, device=self.device)
+        if self.monocular:
+            self._check_monocular_input(len(processed.tensors), known_k is not None, known_poses is not None)
         images = torch.cat(processed.tensors).to(self.device)
         with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
                                                     enabled=self.amp_dtype is not None):
             out = self.network(images, opts.ref_view_strategy, **given)
-        arrays = ViewOutputs.from_views({key: out[key] for key in ("depth", "depth_conf", "extrinsics", "intrinsics")})
-        return Da3Outputs(arrays, int(out["reference_view"]), known_k, known_poses)
+        arrays = ViewOutputs.from_views({key: out[key] for key in ("depth", "depth_conf", "extrinsics", "intrinsics", "sky") if key in out})
+        scale = float(out["scale_factor"]) if "scale_factor" in out else None
+        return Da3Outputs(arrays, int(out.get("reference_view", 0)), known_k, known_poses, scale)
+
+    def _check_monocular_input(self, views: int, intrinsics: bool, poses: bool) -> None:
+        """METRIC/MONO predict no camera: the caller's intrinsics place the depth, and its poses
+        place more than one view (MONO's views share no scale: one view only)."""
+        if not intrinsics:
+            raise InvalidOptionError(
+                f"{self.variant} predicts depth but no camera: give known_intrinsics (CameraInfo, --intrinsics), "
+                f"or use {HUB_OWNER}/DA3NESTED-GIANT-LARGE or an any-view variant, which predict them"
+            )
+        if views > 1 and (self.model_name == "da3mono-large" or not poses):
+            raise InvalidOptionError(
+                f"{self.variant} sees each view alone: {views} views need known_poses to be placed"
+                + (" and share no scale (relative depth): give one view at a time" if self.model_name == "da3mono-large" else "")
+                + f", or use {HUB_OWNER}/DA3NESTED-GIANT-LARGE"
+            )
 
     def postprocess_results(
         self, raw: Da3Outputs, images: list[np.ndarray], processed: PairViews, as_pointcloud: bool = True, **kwargs: Any
     ) -> SceneFromViewsResult:
         """Cameras in view 0's frame, depth unprojected, the confidence mask (module doc)."""
         opts = self.call_options(kwargs)
+        if self.monocular:
+            return self._monocular_result(raw, processed, as_pointcloud, opts)
         count = len(processed.rgb)
         world_to_camera = np.tile(np.eye(4), (count, 1, 1))
         world_to_camera[:, :3, :] = raw["extrinsics"]
@@ -248,19 +350,44 @@ class SceneFromViewsDepthAnythingV3(OnePassModel):
             poses[0] = np.eye(4)
         known_k = raw.known_intrinsics
         intrinsics = np.asarray(raw["intrinsics"] if known_k is None else known_k, dtype=np.float64)
-        clouds = unproject_depth(depth, intrinsics, poses)
         confidences = np.asarray(raw["depth_conf"], dtype=np.float32)
         threshold = np.percentile(confidences, opts.conf_thres) if opts.conf_thres > 0 else -np.inf
-        masks = [conf >= threshold for conf in confidences]
+        return self._result(raw, processed, depth, confidences >= threshold, confidences, intrinsics, poses, as_pointcloud, opts)
+
+    def _monocular_result(self, raw: Da3Outputs, processed: PairViews, as_pointcloud: bool,
+                          opts: DepthAnythingV3Options) -> SceneFromViewsResult:
+        """METRIC/MONO: the depth placed with the given cameras (METRIC's in metres)."""
+        intrinsics = np.asarray(raw.known_intrinsics, dtype=np.float64)
+        depth = np.asarray(raw["depth"], dtype=np.float32)
+        if self.is_metric:
+            focal = intrinsics[:, [0, 1], [0, 1]].mean(axis=1)
+            depth = (depth * (focal / METRIC_FOCAL_UNIT)[:, None, None]).astype(np.float32)
+        poses = np.array(raw.known_poses if raw.known_poses is not None else np.eye(4)[None], dtype=np.float64)
+        confidences = np.ones_like(depth)  # no confidence head
+        return self._result(raw, processed, depth, np.ones(depth.shape, bool), confidences, intrinsics, poses, as_pointcloud, opts)
+
+    def _result(self, raw: Da3Outputs, processed: PairViews, depth: np.ndarray, kept: np.ndarray, confidences: np.ndarray,
+                intrinsics: np.ndarray, poses: np.ndarray, as_pointcloud: bool, opts: DepthAnythingV3Options) -> SceneFromViewsResult:
+        """Unproject, mask (confidence, and sky with `drop_sky`) and assemble the result."""
+        extras: dict[str, Any] = {
+            "reference_view": raw.reference_view, "focals": intrinsics[:, 0, 0].copy(), "model_name": self.model_name,
+            "intrinsics_original": list(intrinsics_in_original_pixels(intrinsics, processed.scales, processed.offsets)),
+            "scales": processed.scales, "offsets": processed.offsets,
+        }
+        if "sky" in raw:
+            sky = np.asarray(raw["sky"]) >= SKY_SCORE
+            extras["sky_masks"] = list(sky)
+            if opts.drop_sky:
+                kept = kept & ~sky
+        if raw.scale_factor is not None:
+            extras["scale_factor"] = raw.scale_factor
+        clouds = unproject_depth(depth, intrinsics, poses)
+        masks = list(kept)
         cloud = PointCloud.from_views(list(clouds), processed.rgb, masks) if as_pointcloud else PointCloud(np.zeros((0, 3)), np.zeros((0, 3)))
         return SceneFromViewsResult(
             global_point_cloud=cloud, camera_poses=list(poses), processed_images=processed.rgb, depth_predictions=list(depth),
             point_clouds=[c.astype(np.float32) for c in clouds], intrinsics=list(intrinsics), confidences=list(confidences), masks=masks,
-            extras={
-                "reference_view": raw.reference_view, "focals": intrinsics[:, 0, 0].copy(),
-                "intrinsics_original": list(intrinsics_in_original_pixels(intrinsics, processed.scales, processed.offsets)),
-                "scales": processed.scales, "offsets": processed.offsets,
-            },
+            extras=extras,
         )
 
 

@@ -423,7 +423,7 @@ class SceneFromViewsMast3r(SceneFromViewsDust3r):
     model_type: ClassVar[SceneFromViewsType] = SceneFromViewsType.MAST3R
     options_class: ClassVar[type[ModelOptions]] = Mast3rOptions
     family: ClassVar[str] = "mast3r"
-    is_metric: ClassVar[bool] = True
+    is_metric: bool = True
     gives_descriptors: ClassVar[bool] = True
     default_optimizer: ClassVar[str] = "sparse_scene_optimizer"
     options: Mast3rOptions

@@ -398,7 +398,7 @@ class SceneFromViewsNode(Node):
         settings = self._settings
         ply_path, tum_path = self.mapper.save(settings.output_dir)
         json_path = write_keyframes_json(
-            settings.output_dir, self.mapper.trajectory(), settings.frames, settings.mapper.chain.metric, files=(),
+            settings.output_dir, self.mapper.trajectory(), settings.frames, self.mapper.metric, files=(),
         )
         message = f"wrote {ply_path} ({self.mapper.stats.map_points} points), {tum_path} and {json_path}"
         self.get_logger().info(message)

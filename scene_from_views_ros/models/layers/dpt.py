@@ -109,8 +109,10 @@ class DPTHead(nn.Module):
         feature_only: bool = False,
         down_ratio: int = 1,
         skip_after_relu: bool = True,
+        token_norm: bool = True,
     ) -> None:
-        """`skip_after_relu`: VGGT's residual units add relu(x), Depth Anything 3's add x."""
+        """`skip_after_relu`: VGGT's residual units add relu(x), Depth Anything 3's add x;
+        `token_norm`: a LayerNorm on the tokens (DPTs without it have no `norm` keys)."""
         super().__init__()
         self.patch_size = patch_size
         self.activation = activation
@@ -121,7 +123,7 @@ class DPTHead(nn.Module):
         self.intermediate_layer_idx = list(intermediate_layer_idx)
         self._pos_cache: dict[tuple, torch.Tensor] = {}
 
-        self.norm = nn.LayerNorm(dim_in)
+        self.norm: nn.Module = nn.LayerNorm(dim_in) if token_norm else nn.Identity()
         self.projects = nn.ModuleList(nn.Conv2d(dim_in, oc, 1) for oc in out_channels)
         self.resize_layers = nn.ModuleList(
             [
@@ -202,10 +204,13 @@ class DPTHead(nn.Module):
             out = self._add_pos_embed(out, image_hw, cache=False)
         if self.feature_only:
             return out.view(batch, frames, *out.shape[1:])
-        out = self.scratch.output_conv2(out).permute(0, 2, 3, 1)
-        values = activate_values(out[..., :-1], self.activation)
-        conf = activate_confidence(out[..., -1], self.conf_activation)
+        values, conf = self._predict(out)
         return values.view(batch, frames, *values.shape[1:]), conf.view(batch, frames, *conf.shape[1:])
+
+    def _predict(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full-resolution features (B, features/2, H, W) -> activated values and confidence."""
+        out = self.scratch.output_conv2(features).permute(0, 2, 3, 1)
+        return activate_values(out[..., :-1], self.activation), activate_confidence(out[..., -1], self.conf_activation)
 
     def _fuse(self, features: list[torch.Tensor]) -> torch.Tensor:
         """RefineNet fusion from the coarsest level up; consumes `features` so that each

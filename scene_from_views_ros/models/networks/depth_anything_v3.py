@@ -1,6 +1,9 @@
-"""Depth Anything 3's any-view network (DA3-SMALL/BASE/LARGE), checkpoint-compatible with the
-hub releases (keys under `model.`), DA3-GIANT included (SwiGLU blocks; its Gaussian-splatting
-head is not built, its keys dropped knowingly).  Not here yet: the METRIC/MONO DPT head, NESTED.
+"""Depth Anything 3's networks, checkpoint-compatible with the hub releases (keys under `model.`):
+the any-view presets (DA3-SMALL/BASE/LARGE/GIANT; GIANT has SwiGLU blocks, its Gaussian-splatting
+head is not built and its keys are dropped knowingly), the monocular METRIC/MONO-LARGE (one
+architecture; the checkpoint's model_name says how to read its depth) and NESTED-GIANT-LARGE
+(an any-view GIANT under `da3.` whose depth and poses a METRIC-LARGE under `da3_metric.` scales
+to metres).
 
 Architecture (key names as in the releases):
 - `backbone.pretrained`: DINOv2 (patch 14, cls token, learned position embedding of a 37x37
@@ -21,10 +24,20 @@ Architecture (key names as in the releases):
 - `cam_enc`: given cameras (world-to-camera extrinsics with intrinsics) -> the same encoding ->
   an MLP and 4 transformer blocks over the views (16 heads) -> camera tokens that replace the
   learned ones at block `alt_start` (no reference view is chosen then).
+
+The monocular presets (`alt_start` -1) are plain DINOv2-L (every block within its view, no
+camera token, QK-norm or RoPE; features = normed tokens) with a DPT head without token norm or
+UV embedding giving depth (exp) and a sky score (ReLU); depth of sky pixels (score >= 0.3) is
+set to the 99th percentile of the other pixels' depth.  Metres = depth x focal / 300.
+
+The reference estimates its percentiles on 100 000 randomly drawn pixels when there are more;
+here they are exact (deterministic), equal to the reference's below that count.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +52,12 @@ REFERENCE_STRATEGIES = ("saddle_balanced", "saddle_sim_range", "first", "middle"
 MIN_VIEWS_FOR_REFERENCE = 3  # the reference selects a reference view only from 3 views on
 # Keys of the hub files that give no depth or camera, dropped knowingly: DualDPT's ray branch (computed
 # and discarded by the reference unless poses come from rays) and GIANT's Gaussian-splatting head.
-UNUSED_HEADS = tuple(f"model.head.scratch.{name}" for name in (
-    "refinenet1_aux.", "refinenet2_aux.", "refinenet3_aux.", "refinenet4_aux.", "output_conv1_aux.", "output_conv2_aux.")) + ("model.gs_head.",)
+UNUSED_HEADS = tuple(f"model.{branch}{name}" for branch in ("", "da3.") for name in (
+    *(f"head.scratch.{head}" for head in ("refinenet1_aux.", "refinenet2_aux.", "refinenet3_aux.", "refinenet4_aux.",
+                                          "output_conv1_aux.", "output_conv2_aux.")), "gs_head."))
+SKY_SCORE = 0.3  # pixels scoring this or more are sky
+SKY_DEPTH_CAP = 200.0  # NESTED: sky depth is at most this (metres)
+METRIC_FOCAL_UNIT = 300.0  # METRIC-LARGE's depth x focal (pixels) / 300 = metres
 
 
 @dataclass(frozen=True)
@@ -58,8 +75,13 @@ class Da3Config:
     swiglu: bool = False  # DINOv2-giant's feed-forward (DA3-GIANT)
 
     @property
+    def any_view(self) -> bool:
+        """Alternating attention, camera tokens and cameras; False: a monocular (METRIC/MONO) network."""
+        return self.alt_start >= 0
+
+    @property
     def head_dim_in(self) -> int:
-        return 2 * self.embed_dim
+        return 2 * self.embed_dim if self.any_view else self.embed_dim
 
 
 PRESETS = {
@@ -67,7 +89,22 @@ PRESETS = {
     "da3-base": Da3Config(768, 12, 12, (5, 7, 9, 11), 4, 128, (96, 192, 384, 768)),
     "da3-large": Da3Config(1024, 24, 16, (11, 15, 19, 23), 8, 256, (256, 512, 1024, 1024)),
     "da3-giant": Da3Config(1536, 40, 24, (19, 27, 33, 39), 13, 256, (256, 512, 1024, 1024), swiglu=True),
+    "da3metric-large": Da3Config(1024, 24, 16, (4, 11, 17, 23), -1, 256, (256, 512, 1024, 1024)),
 }
+PRESETS["da3mono-large"] = PRESETS["da3metric-large"]  # the same network; its depth is relative
+NESTED_PRESET = "da3nested-giant-large"
+NESTED_BRANCHES = (PRESETS["da3-giant"], PRESETS["da3metric-large"])
+METRIC_PRESETS = ("da3metric-large", NESTED_PRESET)
+MODEL_NAMES = (*PRESETS, NESTED_PRESET)
+
+
+def quantile(values: torch.Tensor, q: float) -> torch.Tensor:
+    """Exact linear-interpolation quantile of a 1-D tensor of any length (torch.quantile stops at 2**24)."""
+    position = q * (values.numel() - 1)
+    low = int(position)
+    lower = values.kthvalue(low + 1).values
+    upper = values.kthvalue(min(low + 2, values.numel())).values
+    return torch.lerp(lower, upper, position - low)
 
 
 def select_reference_view(cls_tokens: torch.Tensor, strategy: str) -> int:
@@ -102,10 +139,12 @@ class Da3Backbone(nn.Module):
         pretrained.patch_embed = nn.Module()
         pretrained.patch_embed.proj = nn.Conv2d(3, cfg.embed_dim, PATCH, PATCH)
         pretrained.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
-        pretrained.camera_token = nn.Parameter(torch.zeros(1, 2, cfg.embed_dim))
+        if cfg.any_view:
+            pretrained.camera_token = nn.Parameter(torch.zeros(1, 2, cfg.embed_dim))
         pretrained.pos_embed = nn.Parameter(torch.zeros(1, POS_GRID * POS_GRID + 1, cfg.embed_dim))
         pretrained.blocks = nn.ModuleList(
-            Block(cfg.embed_dim, cfg.num_heads, init_values=1.0, qk_norm=i >= cfg.alt_start, norm_eps=1e-6, swiglu=cfg.swiglu)
+            Block(cfg.embed_dim, cfg.num_heads, init_values=1.0, qk_norm=cfg.any_view and i >= cfg.alt_start, norm_eps=1e-6,
+                  swiglu=cfg.swiglu)
             for i in range(cfg.depth)
         )
         pretrained.norm = nn.LayerNorm(cfg.embed_dim)
@@ -135,12 +174,20 @@ class Da3Backbone(nn.Module):
                 camera_tokens_in: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
         """images (S, 3, H, W), ImageNet-normalised -> per out layer the patch features (S, P, 2C)
         and camera tokens (S, 2C), in the input's view order, and the reference view chosen
-        (view 0 when `camera_tokens_in` (S, C), from given cameras, replace the learned ones)."""
+        (view 0 when `camera_tokens_in` (S, C), from given cameras, replace the learned ones).
+        Monocular presets: features (S, P, C) of each view alone, no camera tokens."""
         cfg, net = self.cfg, self.pretrained
         views, _, height, width = images.shape
         rows, cols = height // PATCH, width // PATCH
         x = net.patch_embed.proj(images).flatten(2).transpose(1, 2)
         x = torch.cat([net.cls_token.expand(views, -1, -1), x], dim=1) + self._pos_embed(rows, cols)
+        if not cfg.any_view:
+            features = []
+            for i, block in enumerate(net.blocks):
+                x = block(x)
+                if i in cfg.out_layers:
+                    features.append(net.norm(x)[:, 1:])
+            return features, [], 0
         local_rope, global_rope = self._rope_tables(rows, cols, views, x.device, x.dtype)
         order = torch.arange(views, device=x.device)
         reference = 0
@@ -228,14 +275,46 @@ def decode_cameras(encoding: torch.Tensor, image_hw: tuple[int, int]) -> tuple[t
     return extrinsics, intrinsics
 
 
+class DepthSkyHead(DPTHead):
+    """The monocular presets' DPT: depth (exp) and a sky score (ReLU, keys `sky_output_conv2`)
+    from one fusion chain, no token norm, no UV embedding."""
+
+    def __init__(self, cfg: Da3Config) -> None:
+        super().__init__(cfg.head_dim_in, patch_size=PATCH, output_dim=1, activation="exp", features=cfg.head_features,
+                         out_channels=cfg.head_out_channels, intermediate_layer_idx=(0, 1, 2, 3), pos_embed=False,
+                         skip_after_relu=False, token_norm=False)
+        half = cfg.head_features // 2
+        self.scratch.sky_output_conv2 = nn.Sequential(nn.Conv2d(half, 32, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(32, 1, 1))
+
+    def _predict(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.exp(self.scratch.output_conv2(features)[:, 0]), F.relu(self.scratch.sky_output_conv2(features)[:, 0])
+
+
+def fill_sky(depth: torch.Tensor, sky: torch.Tensor, cap: float | None = None, require: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sky pixels (score >= 0.3) get the 99th percentile of the other pixels' depth (at most `cap`);
+    nothing changes unless both sets have more than `require` pixels.  Returns (depth, non-sky mask)."""
+    ground = sky < SKY_SCORE
+    if int(ground.sum()) <= require or int((~ground).sum()) <= require:
+        return depth, ground
+    far = quantile(depth[ground], 0.99)
+    if cap is not None:
+        far = torch.clamp(far, max=cap)
+    return torch.where(ground, depth, far), ground
+
+
 class DepthAnything3Net(nn.Module):
-    """Views (S, 3, H, W) -> depth (S, H, W), its confidence, world-to-camera extrinsics (S, 3, 4),
-    intrinsics (S, 3, 3): the reference's `DepthAnything3Net` outputs of the any-view presets."""
+    """Views (S, 3, H, W) -> the reference's `DepthAnything3Net` outputs.  Any-view presets: depth
+    (S, H, W), its confidence, world-to-camera extrinsics (S, 3, 4) and intrinsics (S, 3, 3).
+    Monocular presets: depth (sky filled, as the reference) and the sky score (S, H, W)."""
 
     def __init__(self, cfg: Da3Config | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or Da3Config()
         self.backbone = Da3Backbone(cfg)
+        self.head: DPTHead
+        if not cfg.any_view:
+            self.head = DepthSkyHead(cfg)
+            return
         self.head = DPTHead(cfg.head_dim_in, patch_size=PATCH, output_dim=2, activation="exp", conf_activation="expp1",
                             features=cfg.head_features, out_channels=cfg.head_out_channels, intermediate_layer_idx=(0, 1, 2, 3),
                             skip_after_relu=False)
@@ -245,22 +324,89 @@ class DepthAnything3Net(nn.Module):
     def forward(self, images: torch.Tensor, strategy: str = "saddle_balanced", extrinsics: torch.Tensor | None = None,
                 intrinsics: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """`extrinsics` (S, 4, 4) world-to-camera, normalised as the reference does, with
-        `intrinsics` (S, 3, 3) in network-input pixels: given cameras."""
+        `intrinsics` (S, 3, 3) in network-input pixels: given cameras (any-view presets only)."""
         height, width = images.shape[-2:]
         if height % PATCH or width % PATCH:
             raise ValueError(f"image size {height}x{width} is not a multiple of the {PATCH}-pixel patch")
         given = None
         if extrinsics is not None:
+            if not self.cfg.any_view:
+                raise ValueError("a monocular Depth Anything 3 network takes no cameras")
             if intrinsics is None:
                 raise ValueError("given extrinsics need their intrinsics")
             with torch.autocast(device_type=images.device.type, enabled=False):
                 given = self.cam_enc(extrinsics.float(), intrinsics.float(), (height, width))
         features, camera_tokens, reference = self.backbone(images, strategy, given)
         with torch.autocast(device_type=images.device.type, enabled=False):
-            depth, conf = self.head([f.float()[None] for f in features], (height, width), patch_start_idx=0)
+            depth, second = self.head([f.float()[None] for f in features], (height, width), patch_start_idx=0)
+            if not self.cfg.any_view:
+                depth, _ = fill_sky(depth[0], second[0], require=10)
+                return {"depth": depth, "sky": second[0]}
             extrinsics, intrinsics = decode_cameras(self.cam_dec(camera_tokens[-1].float()), (height, width))
-        return {"depth": depth[0, ..., 0], "depth_conf": conf[0], "extrinsics": extrinsics, "intrinsics": intrinsics,
+        return {"depth": depth[0, ..., 0], "depth_conf": second[0], "extrinsics": extrinsics, "intrinsics": intrinsics,
                 "reference_view": torch.tensor(reference)}
+
+
+class NestedDepthAnything3Net(nn.Module):
+    """DA3NESTED: the any-view branch (`da3`) in metres.  The monocular metric branch
+    (`da3_metric`) gives depth x mean focal / 300 (the predicted focal; given intrinsics
+    without extrinsics, which the reference ignores, are the better focal and used instead);
+    one least-squares scale on the confident (>= median confidence), non-sky pixels maps the
+    any-view depth and camera translations onto it; sky pixels get the 99th depth percentile
+    (at most 200 m), confidence 1."""
+
+    def __init__(self, anyview: Da3Config | None = None, metric: Da3Config | None = None) -> None:
+        super().__init__()
+        anyview, metric = anyview or NESTED_BRANCHES[0], metric or NESTED_BRANCHES[1]
+        if not anyview.any_view or metric.any_view:
+            raise ValueError("NESTED pairs an any-view configuration with a monocular one")
+        self.da3, self.da3_metric = DepthAnything3Net(anyview), DepthAnything3Net(metric)
+
+    def forward(self, images: torch.Tensor, strategy: str = "saddle_balanced", extrinsics: torch.Tensor | None = None,
+                intrinsics: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out = self.da3(images, strategy, extrinsics, intrinsics if extrinsics is not None else None)
+        metric = self.da3_metric(images)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            cameras = intrinsics if extrinsics is None and intrinsics is not None else out["intrinsics"]
+            focal = cameras[:, [0, 1], [0, 1]].float().mean(dim=-1)
+            metric_depth = metric["depth"] * (focal / METRIC_FOCAL_UNIT)[:, None, None]
+            ground = metric["sky"] < SKY_SCORE
+            if int(ground.sum()) <= 10:
+                raise ValueError("NESTED cannot scale a window that is all sky: fewer than 11 non-sky pixels")
+            depth, conf = out["depth"], out["depth_conf"]
+            median_conf = quantile(conf[ground], 0.5)
+            usable = (conf >= median_conf) & ground & (metric_depth > 1e-2) & (depth > 1e-3)
+            scale = (metric_depth[usable] * depth[usable]).sum() / (depth[usable] * depth[usable]).sum().clamp_min(1e-12)
+            depth = depth * scale
+            extrinsics_out = out["extrinsics"].clone()
+            extrinsics_out[:, :, 3] *= scale
+            depth, ground = fill_sky(depth, metric["sky"], cap=SKY_DEPTH_CAP)
+            conf = torch.where(ground, conf, torch.ones_like(conf))
+        return {**out, "depth": depth, "depth_conf": conf, "extrinsics": extrinsics_out, "sky": metric["sky"], "scale_factor": scale}
+
+
+def config_from_mapping(values: Mapping[str, Any]) -> Da3Config:
+    """A Da3Config from JSON-like values (lists for tuples); unknown names are refused."""
+    unknown = set(values) - {f.name for f in fields(Da3Config)}
+    if unknown:
+        raise ValueError(f"unknown Depth Anything 3 configuration fields {sorted(unknown)}; valid: {[f.name for f in fields(Da3Config)]}")
+    return Da3Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def da3_network(model_name: str | None, config: Da3Config | Mapping[str, Any] | None = None) -> nn.Module:
+    """The network of a checkpoint's `model_name` (a key of PRESETS, or NESTED_PRESET): its
+    preset, or `config` for reduced test networks (NESTED: {"anyview": ..., "metric": ...})."""
+    if model_name == NESTED_PRESET:
+        if config is None:
+            return NestedDepthAnything3Net()
+        if not isinstance(config, Mapping) or set(config) != {"anyview", "metric"}:
+            raise ValueError('a NESTED configuration has two parts: {"anyview": {...}, "metric": {...}}')
+        return NestedDepthAnything3Net(config_from_mapping(config["anyview"]), config_from_mapping(config["metric"]))
+    if config is None:
+        if model_name not in PRESETS:
+            raise ValueError(f"unknown Depth Anything 3 model_name {model_name!r}; known: {', '.join(MODEL_NAMES)}")
+        return DepthAnything3Net(PRESETS[model_name])
+    return DepthAnything3Net(config if isinstance(config, Da3Config) else config_from_mapping(config))
 
 
 def strip_model_prefix(key: str) -> str:
@@ -268,5 +414,6 @@ def strip_model_prefix(key: str) -> str:
     return key[len("model."):] if key.startswith("model.") else key
 
 
-__all__ = ["PRESETS", "UNUSED_HEADS", "Da3Config", "DepthAnything3Net", "decode_cameras", "select_reference_view", "strip_model_prefix"]
+__all__ = ["METRIC_PRESETS", "MODEL_NAMES", "NESTED_PRESET", "PRESETS", "UNUSED_HEADS", "Da3Config", "DepthAnything3Net",
+           "NestedDepthAnything3Net", "da3_network", "decode_cameras", "select_reference_view", "strip_model_prefix"]
 
