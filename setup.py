@@ -20,9 +20,7 @@ setup(
     install_requires=[
         "numpy",
         "torch>=2.1",
-        "safetensors",
         "huggingface_hub",
-        "einops",
         "opencv-python-headless",
         "pillow",
         "pyyaml",

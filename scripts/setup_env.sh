@@ -31,9 +31,9 @@ STAMPS="$VENV/.setup_env"
 CONSTRAINTS="$STAMPS/constraints.txt"
 
 # Python dependencies as pip requirement and the module each one provides (for import checks).
-PY_DEPS=(numpy open3d-cpu huggingface_hub safetensors einops opencv-python-headless rosbags
+PY_DEPS=(numpy open3d-cpu huggingface_hub safetensors opencv-python-headless rosbags
          tqdm pyyaml pytest hypothesis pillow scipy setuptools ruff mypy)
-PY_MODULES=(numpy open3d huggingface_hub safetensors einops cv2 rosbags tqdm yaml pytest PIL
+PY_MODULES=(numpy open3d huggingface_hub safetensors cv2 rosbags tqdm yaml pytest PIL
             scipy setuptools ruff mypy hypothesis)
 
 # ROS 2 wheels from PyPI (used only when no ROS 2 is sourced).

@@ -127,6 +127,8 @@ def test_nested_takes_its_metres_from_given_intrinsics() -> None:
     ground = ~np.stack(predicted.extras["sky_masks"])
     np.testing.assert_allclose(np.stack(given.depth_predictions)[ground], 2.0 * np.stack(predicted.depth_predictions)[ground], rtol=1e-3)
     np.testing.assert_allclose(given.camera_poses[1][:3, 3], 2.0 * predicted.camera_poses[1][:3, 3], rtol=1e-3)
+    with pytest.raises(InvalidOptionError, match=r"known_intrinsics has shape \(2, 3, 3\) for 3 images: give one 3x3 matrix per image"):
+        model.reconstruct(images, rgb=True, known_intrinsics=known[:2])
 
 
 def test_the_mapper_chains_metric_windows_with_se3() -> None:
