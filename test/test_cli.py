@@ -134,14 +134,14 @@ def test_bag_to_map_and_replay_bag(storage: str, tmp_path: Path, capsys: pytest.
             messages.setdefault(connection.topic, []).append((log_time, reader.deserialize(raw, connection.msgtype)))
     assert types == {
         "/scene_from_views/map_cloud": "sensor_msgs/msg/PointCloud2",
-        "/scene_from_views/depth": "sensor_msgs/msg/Image",
+        "/scene_from_views/depth/image": "sensor_msgs/msg/Image",
         "/scene_from_views/depth/camera_info": "sensor_msgs/msg/CameraInfo",
         "/scene_from_views/path": "nav_msgs/msg/Path",
         "/tf": "tf2_msgs/msg/TFMessage",
     }
     stamp = lambda msg: msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec  # noqa: E731
     expected = sorted(kf["stamp_ns"] for kf in keyframes)
-    depth = messages["/scene_from_views/depth"]
+    depth = messages["/scene_from_views/depth/image"]
     assert [stamp(msg) for _, msg in depth] == [t for t, _ in depth] == expected
     by_stamp = {kf["stamp_ns"]: kf for kf in keyframes}
     for _, msg in depth:

@@ -321,7 +321,7 @@ def test_written_map_bag_reads_back_with_types_and_stamps(tmp_path: Path) -> Non
     with AnyReader([tmp_path / "out"]) as reader:
         types = {c.topic: c.msgtype for c in reader.connections}
         assert types == {
-            "/mapper/map_cloud": "sensor_msgs/msg/PointCloud2", "/mapper/depth": "sensor_msgs/msg/Image",
+            "/mapper/map_cloud": "sensor_msgs/msg/PointCloud2", "/mapper/depth/image": "sensor_msgs/msg/Image",
             "/mapper/depth/camera_info": "sensor_msgs/msg/CameraInfo", "/mapper/path": "nav_msgs/msg/Path", "/tf": "tf2_msgs/msg/TFMessage",
         }
         read = [(c.topic, t, reader.deserialize(raw, c.msgtype)) for c, t, raw in reader.messages()]
@@ -330,7 +330,7 @@ def test_written_map_bag_reads_back_with_types_and_stamps(tmp_path: Path) -> Non
     for topic, log_time, msg in read:
         by_topic.setdefault(topic, []).append((log_time, msg))
     ordered = sorted(range(3), key=lambda i: stamps[i])
-    for position, (log_time, msg) in enumerate(by_topic["/mapper/depth"]):
+    for position, (log_time, msg) in enumerate(by_topic["/mapper/depth/image"]):
         i = ordered[position]
         stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         assert stamp == log_time == stamps[i] and msg.header.frame_id == f"kf_{10 + i}"

@@ -55,7 +55,7 @@ def test_the_node_maps_windows_of_pairs(model_type: str, tmp_path: Path) -> None
         wait_for(lambda: probe.count(f"{NODE}/map_cloud") > 0, 10, "map cloud")
         points, colors = pointcloud2_to_arrays(probe.messages(f"{NODE}/window_cloud")[-1])
         assert len(points) > 0 and np.isfinite(points).all() and colors.dtype == np.uint8
-        depth = probe.messages(f"{NODE}/depth")[-1]
+        depth = probe.messages(f"{NODE}/depth/image")[-1]
         assert (depth.height, depth.width) == (48, 64)  # 160x120 at image_size 64
         assert len(node.mapper.trajectory()) >= WINDOW + 2 * (WINDOW - OVERLAP)
 

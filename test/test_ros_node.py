@@ -121,8 +121,9 @@ class Probe:
         latched = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         for topic, kind, qos in [
             (f"{NODE}/window_cloud", PointCloud2, WINDOW_QOS), (f"{NODE}/map_cloud", PointCloud2, MAP_CLOUD_QOS),
-            (f"{NODE}/depth", Image, WINDOW_QOS), (f"{NODE}/depth/camera_info", CameraInfo, WINDOW_QOS),
-            (f"{NODE}/confidence", Image, WINDOW_QOS), (f"{NODE}/path", PathMsg, MAP_CLOUD_QOS),
+            (f"{NODE}/depth/image", Image, WINDOW_QOS), (f"{NODE}/depth/camera_info", CameraInfo, WINDOW_QOS),
+            (f"{NODE}/confidence/image", Image, WINDOW_QOS), (f"{NODE}/confidence/camera_info", CameraInfo, WINDOW_QOS),
+            (f"{NODE}/path", PathMsg, MAP_CLOUD_QOS),
             (f"{NODE}/keyframe_poses", PathMsg, WINDOW_QOS),
             ("/tf", TFMessage, TF_QOS), ("/diagnostics", DiagnosticArray, 10), ("/rosout", Log, latched),
         ]:
@@ -259,10 +260,10 @@ def test_parameters_come_from_the_yaml_file(ros) -> None:
 
 def test_window_outputs(ros) -> None:
     node, probe, _ = ros
-    depth_before, path_before = probe.count(f"{NODE}/depth"), probe.count(f"{NODE}/path")
+    depth_before, path_before = probe.count(f"{NODE}/depth/image"), probe.count(f"{NODE}/path")
     produce_windows(probe, 3)
     wait_for(lambda: probe.count(f"{NODE}/path") >= path_before + 3, 10, "path messages")
-    wait_for(lambda: probe.count(f"{NODE}/depth") >= depth_before + 3 * WINDOW, 10, "depth images")
+    wait_for(lambda: probe.count(f"{NODE}/depth/image") >= depth_before + 3 * WINDOW, 10, "depth images")
 
     cloud = probe.messages(f"{NODE}/window_cloud")[-1]
     points, colors = pointcloud2_to_arrays(cloud)
@@ -276,9 +277,9 @@ def test_window_outputs(ros) -> None:
     assert map_cloud.header.frame_id == "test_map" and map_cloud.width > 0
     assert np.isfinite(pointcloud2_to_arrays(map_cloud)[0]).all()
 
-    depths = probe.messages(f"{NODE}/depth")[depth_before:]
+    depths = probe.messages(f"{NODE}/depth/image")[depth_before:]
     infos = probe.messages(f"{NODE}/depth/camera_info")
-    confidences = probe.messages(f"{NODE}/confidence")
+    confidences = probe.messages(f"{NODE}/confidence/image")
     assert len(depths) >= 3 * WINDOW
     for depth in depths:
         assert (depth.encoding, depth.height, depth.width) == ("32FC1", height, width)
@@ -291,6 +292,9 @@ def test_window_outputs(ros) -> None:
     info = info_by_frame[(last.header.frame_id, stamp_to_ns(last.header.stamp))]
     assert (info.height, info.width) == (height, width) and info.k[0] > 0 and info.k[8] == 1.0
     assert any(c.header.frame_id == last.header.frame_id and c.encoding == "32FC1" for c in confidences)
+    # image_transport's naming: each image topic has its camera_info beside it, paired by frame and stamp
+    confidence_infos = {(i.header.frame_id, stamp_to_ns(i.header.stamp)) for i in probe.messages(f"{NODE}/confidence/camera_info")}
+    assert {(c.header.frame_id, stamp_to_ns(c.header.stamp)) for c in confidences[-WINDOW:]} <= confidence_infos
 
     transforms = [t for msg in probe.messages("/tf") for t in msg.transforms]
     children = {t.child_frame_id for t in transforms}
@@ -390,12 +394,12 @@ def test_model_parameter_change_rebuilds_between_windows_and_keeps_the_map(ros) 
     mapper = node.mapper  # the mapper (and its map) must survive the change
     assert probe.set_parameter("model.conf_thres", 10.0) == (True, "")  # call options: network reused
     assert probe.set_parameter("model.target_size", 56) == (True, "")
-    depth_before = probe.count(f"{NODE}/depth")
+    depth_before = probe.count(f"{NODE}/depth/image")
     produce_windows(probe, 2)
     height, width = processed_shape(160, 120, 56)
-    newest = probe.messages(f"{NODE}/depth")[-1]
+    newest = probe.messages(f"{NODE}/depth/image")[-1]
     assert (newest.height, newest.width) == (height, width)
-    assert len(probe.messages(f"{NODE}/depth")) > depth_before
+    assert len(probe.messages(f"{NODE}/depth/image")) > depth_before
     assert node.mapper is mapper and len(probe.messages(f"{NODE}/path")[-1].poses) > path_length
     assert probe.set_parameter("model.target_size", TARGET_SIZE) == (True, "")
 
@@ -481,9 +485,15 @@ def test_save_map_writes_readable_files(ros) -> None:
 
 
 def window_cloud_points(probe: Probe) -> int:
-    """Points of the next window cloud."""
-    produce_windows(probe, 1)
-    return probe.messages(f"{NODE}/window_cloud")[-1].width
+    """Points of the next window cloud with a frame published after this call (a window already
+    in flight keeps the options it started with)."""
+    changed = probe.next_stamp
+    for _ in range(4):
+        produce_windows(probe, 1)
+        cloud = probe.messages(f"{NODE}/window_cloud")[-1]
+        if stamp_to_ns(cloud.header.stamp) > changed:
+            return cloud.width
+    raise AssertionError("no window of frames published after the change")
 
 
 def test_options_change_what_the_node_publishes(ros) -> None:
@@ -502,7 +512,7 @@ def test_options_change_what_the_node_publishes(ros) -> None:
     assert probe.set_parameter("model.conf_thres", 90.0) == (True, "")
     confident = window_cloud_points(probe)
     assert 0 < confident <= 0.11 * full  # the 10 % most confident pixels of the window
-    depth = probe.messages(f"{NODE}/depth")[-1]
+    depth = probe.messages(f"{NODE}/depth/image")[-1]
     values = np.frombuffer(bytes(depth.data), "<f4")
     assert 0.5 < np.isnan(values).mean() < 1.0  # the dropped pixels are NaN in the depth images too
     assert probe.set_parameter("publish.depth", False) == (True, "")
@@ -510,7 +520,7 @@ def test_options_change_what_the_node_publishes(ros) -> None:
     # change (stamped after `changed`) started after it and sends none.
     changed = probe.next_stamp
     produce_windows(probe, 2)
-    assert max(stamp_to_ns(depth.header.stamp) for depth in probe.messages(f"{NODE}/depth")) <= changed
+    assert max(stamp_to_ns(depth.header.stamp) for depth in probe.messages(f"{NODE}/depth/image")) <= changed
     assert probe.set_parameter("publish.depth", True) == (True, "")
     assert probe.set_parameter("model.conf_thres", 50.0) == (True, "")
     # publish.path_max_poses caps ~/path to the newest keyframes; ~/keyframe_poses has each

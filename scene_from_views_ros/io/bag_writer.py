@@ -1,6 +1,6 @@
 """Write a mapping result as a ROS 2 bag (mcap) for replay into RViz with ``ros2 bag play``.
 
-The topics are the node's (``/<node>/map_cloud``, ``/<node>/depth``, ``/<node>/depth/camera_info``,
+The topics are the node's (``/<node>/map_cloud``, ``/<node>/depth/image``, ``/<node>/depth/camera_info``,
 ``/<node>/path``, ``/tf``), so one RViz configuration serves live mapping and replay.  Every
 message is stamped with its keyframe's stamp and written at that time; the map cloud comes
 first, at the first keyframe's stamp, so the whole map is visible while the path grows (to
@@ -102,7 +102,7 @@ def bag_topics(node_name: str = DEFAULT_NODE_NAME) -> dict[str, str]:
     base = f"/{node_name.strip('/')}"
     return {
         "map_cloud": f"{base}/map_cloud",
-        "depth": f"{base}/depth",
+        "depth": f"{base}/depth/image",
         "camera_info": f"{base}/depth/camera_info",
         "path": f"{base}/path",
         "tf": "/tf",

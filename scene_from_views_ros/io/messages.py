@@ -142,7 +142,7 @@ def camera_info_fields(k: np.ndarray, width: int, height: int) -> dict[str, Any]
 # ---------------------------------------------------------------- 32FC1 images out
 def masked_depth(depth: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """HxW little-endian float32 depth, NaN where it is not a positive finite number or not
-    `valid`: the convention of the depth outputs (~/depth and the replay bag)."""
+    `valid`: the convention of the depth outputs (~/depth/image and the replay bag)."""
     depth = np.asarray(depth, dtype="<f4")
     keep = np.isfinite(depth) & (depth > 0)
     if valid is not None:

@@ -187,7 +187,7 @@ class PublishConfig(Options):
 
     prefix: ClassVar[str] = "publish."
     window_cloud_stride: int = option(1, "Publish every n-th pixel of each view in ~/window_cloud.", low=1, high=64)
-    depth: bool = option(True, "Publish ~/depth, ~/depth/camera_info and ~/confidence per keyframe.")
+    depth: bool = option(True, "Publish ~/depth/image and ~/confidence/image per keyframe, each with its camera_info beside it.")
     path_max_poses: int = option(
         1000, "~/path holds the newest this many keyframes (the whole trajectory is in ~/save_map's files, and "
         "each window's new keyframes are on ~/keyframe_poses): publishing stays as cheap on long runs.",

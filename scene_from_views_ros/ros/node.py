@@ -8,8 +8,8 @@ window.  rclpy publishers are thread-safe; `_publish_lock` orders window publish
 
 Outputs (node-private names), all in `map_frame` unless said otherwise:
   ~/map_cloud (PointCloud2, reliable + transient local), ~/window_cloud (the latest window),
-  ~/depth and ~/confidence (32FC1 per keyframe of the window, frame = keyframe frame,
-  NaN = invalid) with ~/depth/camera_info, ~/path (the newest publish.path_max_poses
+  ~/depth/image and ~/confidence/image (32FC1 per keyframe of the window, frame = keyframe
+  frame, NaN = invalid), each with its camera_info beside it (image_transport's naming), ~/path (the newest publish.path_max_poses
   keyframes), ~/keyframe_poses (the keyframes each window adds), /tf (map -> keyframe frames
   of the window and map -> camera_frame for the newest keyframe, optical axes), /diagnostics.
 Services: ~/reset, ~/save_map (std_srvs/Trigger).  Units are the model's ("map units")
@@ -183,9 +183,10 @@ class OutputPublishers:
     def __init__(self, node: Node, path_max_poses: int) -> None:
         self.map_cloud = node.create_publisher(PointCloud2, "~/map_cloud", MAP_CLOUD_QOS)
         self.window_cloud = node.create_publisher(PointCloud2, "~/window_cloud", WINDOW_QOS)
-        self.depth = node.create_publisher(Image, "~/depth", WINDOW_QOS)
+        self.depth = node.create_publisher(Image, "~/depth/image", WINDOW_QOS)
         self.depth_info = node.create_publisher(CameraInfo, "~/depth/camera_info", WINDOW_QOS)
-        self.confidence = node.create_publisher(Image, "~/confidence", WINDOW_QOS)
+        self.confidence = node.create_publisher(Image, "~/confidence/image", WINDOW_QOS)
+        self.confidence_info = node.create_publisher(CameraInfo, "~/confidence/camera_info", WINDOW_QOS)
         self.path = node.create_publisher(Path, "~/path", MAP_CLOUD_QOS)
         self.new_keyframes = node.create_publisher(Path, "~/keyframe_poses", WINDOW_QOS)
         self.tf = node.create_publisher(TFMessage, "/tf", TF_QOS)
@@ -202,8 +203,9 @@ class OutputPublishers:
         self.window_cloud.publish(messages.window_cloud)
         for depth, confidence, info in zip(messages.depths, messages.confidences, messages.camera_infos, strict=True):
             self.depth.publish(depth)
-            self.confidence.publish(confidence)
             self.depth_info.publish(info)
+            self.confidence.publish(confidence)
+            self.confidence_info.publish(info)
         self.tf.publish(messages.transforms)
         self.new_keyframes.publish(messages.new_keyframes)
         self.path.publish(messages.path)
