@@ -39,6 +39,7 @@ from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -652,6 +653,28 @@ def test_frames_from_an_hour_earlier_start_a_new_segment(ros) -> None:
     assert min(cloud.width for cloud in probe.messages(f"{NODE}/map_cloud")[clouds:]) == 0
     assert len(node.mapper.trajectory()) <= 2 * WINDOW
     assert probe.set_parameter("map.reset_on_time_jump", False) == (True, "")
+
+
+def test_the_sim_clock_going_back_restarts_keyframing(tmp_path: Path) -> None:
+    """Under use_sim_time a looping bag moves /clock back: every camera starts a new segment
+    (counted, named "clock"); a step back shorter than keyframe.time_jump_s is no jump."""
+    args = ["--ros-args", "--params-file", str(test_params_file(tmp_path)), "-p", "use_sim_time:=true"]
+    with running_node(args) as (node, probe):
+        clock = probe.node.create_publisher(Clock, "/clock", 10)
+        wait_for(lambda: clock.get_subscription_count() > 0, 10, "the node's /clock subscription")
+
+        def publish_clock(seconds: float) -> None:
+            clock.publish(Clock(clock=Time(sec=int(seconds), nanosec=int(seconds % 1 * 1e9))))
+            wait_for(lambda: abs(node.get_clock().now().nanoseconds / 1e9 - seconds) < 1e-6, 10, f"the node's clock at {seconds} s")
+
+        publish_clock(1000.0)
+        publish_clock(999.5)  # 0.5 s back: under keyframe.time_jump_s (1 s)
+        assert node.mapper.stats.time_jumps == 0
+        produce_windows(probe, 1)
+        publish_clock(400.0)
+        assert node.mapper.stats.time_jumps == 1 and node.mapper.stats.last_time_jump == "clock: 599.500 s back"
+        produce_windows(probe, 1)  # mapping goes on
+        assert node.mapper.stats.time_jumps == 1
 
 
 def run_node(args: list[str]) -> subprocess.CompletedProcess:

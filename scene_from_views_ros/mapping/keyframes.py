@@ -79,9 +79,10 @@ class KeyframeConfig(Options):
         32, "Width of the grey thumbnail the image change is measured on.", unit="pixels", low=4, high=1024,
     )
     time_jump_s: float = option(
-        1.0, "A frame this much older (stamps) than its camera's last keyframe starts a new segment (a clock "
-        "reset, a bag played again): keyframing restarts there and the map continues (map.reset_on_time_jump "
-        "starts a new one); a frame older by less is out of order and dropped. Both are counted in /diagnostics.",
+        1.0, "A frame this much older (stamps) than its camera's last keyframe, or the ROS clock (use_sim_time) "
+        "going back by more, starts a new segment (a clock reset, a bag played again): keyframing restarts there "
+        "and the map continues (map.reset_on_time_jump starts a new one); a frame older by less is out of order and "
+        "dropped. Both are counted in /diagnostics.",
         unit="s", low=0.0, high=86400.0,
     )
 
@@ -115,9 +116,13 @@ class KeyframeSelector:
             return None
         return (last.stamp_ns - frame.stamp_ns) / 1e9
 
-    def start_segment(self, camera_id: str) -> None:
-        """Forget the camera's timing and image history: its next frame starts afresh."""
-        self._last_by_camera.pop(camera_id, None)
+    def start_segment(self, camera_id: str | None) -> None:
+        """Forget the camera's (None: every camera's) timing and image history: its next frame
+        starts afresh."""
+        if camera_id is None:
+            self._last_by_camera.clear()
+        else:
+            self._last_by_camera.pop(camera_id, None)
         self._last_stamp_ns = None
 
     def select(self, frame: Frame) -> Keyframe | None:

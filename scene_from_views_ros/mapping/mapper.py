@@ -241,9 +241,15 @@ class SlidingWindowMapper:
         self._placed = False
         self._latest = None
 
-    def _start_segment(self, camera_id: str, jump_s: float) -> None:
-        """Time jumped back: keyframing restarts for the camera; the map continues, or a new
-        one starts (map.reset_on_time_jump).  Logged once per jump and counted."""
+    def time_jumped_back(self, jump_s: float) -> None:
+        """The clock jumped back (a looping bag under use_sim_time, a simulation reset):
+        keyframing restarts for every camera, as for a jump seen in one camera's stamps."""
+        self._start_segment(None, jump_s)
+
+    def _start_segment(self, camera_id: str | None, jump_s: float) -> None:
+        """Time jumped back: keyframing restarts for the camera (None: the clock, every camera);
+        the map continues, or a new one starts (map.reset_on_time_jump).  Logged once per jump
+        and counted."""
         with self._state_lock, self._lock:
             reset = self.config.map.reset_on_time_jump
             if reset:
@@ -252,11 +258,12 @@ class SlidingWindowMapper:
                 self.selector.start_segment(camera_id)
                 self.builder.restart_clock()
             self._stats.time_jumps += 1
-            self._stats.last_time_jump = f"{camera_id}: {jump_s:.3f} s back"
+            source = camera_id or "clock"
+            self._stats.last_time_jump = f"{source}: {jump_s:.3f} s back"
             count = self._stats.time_jumps
         logger.warning(
             "%s: stamps jumped back by %.3f s (clock reset or replay): a new segment starts, %s (%d jumps so far)",
-            camera_id, jump_s, "with a new map" if reset else "the map continues", count,
+            source, jump_s, "with a new map" if reset else "the map continues", count,
         )
         if reset and self.on_new_map is not None:
             self.on_new_map()

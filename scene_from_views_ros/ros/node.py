@@ -16,7 +16,9 @@ Services: ~/reset, ~/save_map (std_srvs/Trigger).  Units are the model's ("map u
 unless the model is metric.  No message stops the node: what an input callback cannot use
 is dropped, logged once per topic and reason, and counted in /diagnostics.  However it ends
 (Ctrl-C, SIGTERM, SIGHUP) the node finishes the window in flight and saves its map
-(map.save_on_shutdown).
+(map.save_on_shutdown).  Stamps or, under use_sim_time, the clock going back by more than
+keyframe.time_jump_s (a looping bag, a simulation reset) restart keyframing (map.reset_on_time_jump:
+and the map).
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import JumpThreshold, TimeJump
+from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -262,6 +266,11 @@ class SceneFromViewsNode(Node):
             on_error=self._on_window_error, reconstruct_kwargs=self._backend.reconstruct_kwargs,
         )
         self.mapper.on_new_map = self._on_new_map
+        # Under use_sim_time a looping bag or a simulation reset moves the clock back.
+        self._clock_jumps = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=False),
+            post_callback=self._on_clock_jump,
+        )
         # A new model is built on a thread of its own, never in a callback.
         self._rebuilder = BackendRebuilder(self._on_backend_ready, self._on_backend_failed)
         # Images get their own callback group so that a slow service or parameter callback
@@ -367,6 +376,13 @@ class SceneFromViewsNode(Node):
         )
 
     # ---- services ----------------------------------------------------------------------
+    def _on_clock_jump(self, jump: TimeJump) -> None:
+        """The ROS clock went back by more than keyframe.time_jump_s: keyframing restarts for
+        every camera (and the map, with map.reset_on_time_jump), as for a jump in the stamps."""
+        back_s = -jump.delta.nanoseconds / 1e9
+        if back_s > self._settings.mapper.keyframe.time_jump_s:
+            self.mapper.time_jumped_back(back_s)
+
     def _on_reset(self, _: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._publish_lock:
             self.mapper.reset()
