@@ -483,6 +483,18 @@ def test_save_map_writes_readable_files(ros) -> None:
     known = [k for k in by_camera[CAMERA] if k is not None]
     assert len(known) >= len(by_camera[CAMERA]) - 1 >= 1 and np.allclose(known[0], probe.sequence.intrinsics)
     assert all(k is None for k in by_camera[KITCHEN])
+    # a relative map.output_dir lies under $ROS_HOME/scene_from_views, whatever the node's working directory
+    ros_home = tmp_path / "ros_home"
+    os.environ["ROS_HOME"] = str(ros_home)
+    try:
+        assert probe.set_parameter("map.output_dir", "relative_maps") == (True, "")
+        response = probe.call(probe.save_map, Trigger.Request())
+        assert response.success and str(ros_home / "scene_from_views" / "relative_maps" / "map.ply") in response.message
+        assert (ros_home / "scene_from_views" / "relative_maps" / "keyframes.json").is_file()
+        assert not Path("relative_maps").exists()
+    finally:
+        del os.environ["ROS_HOME"]
+        assert probe.set_parameter("map.output_dir", str(tmp_path / "saved")) == (True, "")
 
 
 def window_cloud_points(probe: Probe) -> int:

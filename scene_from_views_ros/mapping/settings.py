@@ -27,6 +27,7 @@ so both accept exactly the same values.  No rclpy here.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -129,7 +130,10 @@ class OutputConfig(Options):
 
     prefix: ClassVar[str] = "map."
     output_dir: str = option(
-        "sfv_map", "Folder that ~/save_map (and the offline tool without --out) writes the map into.", nonempty=True,
+        "sfv_map", "Folder that ~/save_map (and the offline tool without --out) writes the map into. The node "
+        "resolves a relative path against $ROS_HOME/scene_from_views ($ROS_HOME defaults to ~/.ros), not its "
+        "working directory (which a launch file does not fix); the offline tool against the current directory.",
+        nonempty=True,
     )
     save_on_shutdown: bool = option(
         True, "When the node shuts down (Ctrl-C, SIGTERM, SIGHUP, ros2 lifecycle end), write the map into "
@@ -279,6 +283,13 @@ class MappingSettings:
     @property
     def output_dir(self) -> str:
         return self.output.output_dir
+
+    def node_output_dir(self) -> Path:
+        """map.output_dir for the node: a relative path lies under $ROS_HOME/scene_from_views."""
+        path = Path(self.output.output_dir).expanduser()
+        if path.is_absolute():
+            return path
+        return Path(os.environ.get("ROS_HOME") or Path.home() / ".ros").expanduser() / "scene_from_views" / path
 
     def node_only_given(self) -> list[str]:
         """Parameters set for the node alone (the offline tool reports and ignores them)."""

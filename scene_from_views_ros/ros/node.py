@@ -405,19 +405,19 @@ class SceneFromViewsNode(Node):
             response.message = self.save_map()
             response.success = True
         except OSError as error:
-            response.success, response.message = False, f"cannot write the map to {self._settings.output_dir!r}: {error}"
+            response.success, response.message = False, f"cannot write the map to {str(self._settings.node_output_dir())!r}: {error}"
             self.get_logger().error(response.message)
         return response
 
     def save_map(self) -> str:
-        """Write map.ply, map_trajectory.tum and keyframes.json into map.output_dir (each under a
-        temporary name, then renamed: a failed write leaves the previous files); returns what
-        was written, in words.  Raises OSError."""
+        """Write map.ply, map_trajectory.tum and keyframes.json into map.output_dir (relative:
+        under $ROS_HOME/scene_from_views; each file under a temporary name, then renamed: a
+        failed write leaves the previous files); returns what was written, in words.  Raises
+        OSError."""
         settings = self._settings
-        ply_path, tum_path = self.mapper.save(settings.output_dir)
-        json_path = write_keyframes_json(
-            settings.output_dir, self.mapper.trajectory(), settings.frames, self.mapper.metric, files=(),
-        )
+        output_dir = settings.node_output_dir()
+        ply_path, tum_path = self.mapper.save(output_dir)
+        json_path = write_keyframes_json(output_dir, self.mapper.trajectory(), settings.frames, self.mapper.metric, files=())
         message = f"wrote {ply_path} ({self.mapper.stats.map_points} points), {tum_path} and {json_path}"
         self.get_logger().info(message)
         return message
@@ -430,7 +430,7 @@ class SceneFromViewsNode(Node):
             try:
                 self.save_map()
             except OSError as error:
-                self.get_logger().error(f"cannot save the map on shutdown to {self._settings.output_dir!r}: {error}")
+                self.get_logger().error(f"cannot save the map on shutdown to {str(self._settings.node_output_dir())!r}: {error}")
 
     # ---- diagnostics -------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
