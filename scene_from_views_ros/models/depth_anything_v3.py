@@ -125,8 +125,8 @@ class DepthAnythingV3Options(ModelOptions):
     )
 
     def check_together(self) -> None:
-        release = release_named(self.checkpoint) if isinstance(self.checkpoint, str) else None
-        if self.checkpoint.startswith(f"{HUB_OWNER}/") and release not in RELEASES:
+        checkpoint = str(self.checkpoint)
+        if checkpoint.startswith(f"{HUB_OWNER}/") and release_named(checkpoint) not in RELEASES:
             raise InvalidOptionError(
                 f"model.checkpoint {self.checkpoint!r} is not a Depth Anything 3 release; the variants are "
                 + ", ".join(f"{HUB_OWNER}/{name}" for name in RELEASES)
