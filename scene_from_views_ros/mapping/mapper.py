@@ -44,16 +44,11 @@ Reconstructor = Callable[[list[Keyframe]], SceneFromViewsResult]
 
 
 def check_finite(result: SceneFromViewsResult, index: int) -> None:
-    """Raise WindowError for a result that must not be placed: a non-finite camera pose or
-    camera matrix (a broken checkpoint, diverged inputs; published CameraInfo must hold a
-    finite, positive K) or not one finite point where the model kept pixels."""
+    """Raise WindowError for a result that must not be placed: a non-finite camera pose (a
+    broken checkpoint, diverged inputs) or not one finite point where the model kept pixels."""
     bad = [view for view, pose in enumerate(result.camera_poses) if not np.isfinite(pose).all()]
     if bad:
         raise WindowError(f"window {index}: the model returned non-finite camera poses for views {bad}; not placed")
-    bad = [view for view, k in enumerate(result.intrinsics) if not (np.isfinite(k).all() and k[0, 0] > 0 and k[1, 1] > 0)]
-    if bad:
-        raise WindowError(f"window {index}: the model returned camera matrices with a non-finite or non-positive focal "
-                          f"length for views {bad}; not placed")
     masks: list[np.ndarray | None] = list(result.masks) if result.masks is not None else [None] * result.num_views
     if not any(np.isfinite(points if mask is None else points[mask]).all(axis=-1).any()
                for points, mask in zip(result.point_clouds, masks, strict=True)):
