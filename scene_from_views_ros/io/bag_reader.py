@@ -21,8 +21,9 @@ import numpy as np
 
 from ..core.imports import import_optional
 from ..mapping.keyframes import Frame
-from .messages import camera_info_intrinsics, check_camera_info, compressed_to_rgb, image_to_rgb, stamp_to_ns
+from .messages import check_camera_info, compressed_to_rgb, image_to_rgb, stamp_to_ns
 from .sources import BAG_SUFFIXES, Candidate, FrameSource, InputError, Selection
+from .undistort import Undistorter
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -60,6 +61,7 @@ class BagSource(FrameSource):
             topics = dict(reader.topics)
         self.topic = self._pick_image_topic(topics, topic)
         self.camera_info_topic = self._pick_camera_info_topic(topics, camera_info_topic)
+        self._undistorter = Undistorter()  # frames of a camera with lens distortion become pinhole ones
         info = topics[self.topic]
         self.msgtype = info.msgtype
         self.count = info.msgcount
@@ -126,7 +128,7 @@ class BagSource(FrameSource):
             rgb = DECODERS[self.msgtype](msg)
         except Exception as error:
             raise InputError(f"cannot decode the {self.topic} message stamped {stamp / 1e9:.9f} in {self.path}: {error}") from error
-        k = None if info is None else camera_info_intrinsics(info, rgb.shape[1], rgb.shape[0])
+        rgb, k = self._undistorter.calibrated(rgb, info)
         return Frame(rgb, stamp, self.topic, k)
 
     def _undecodable(self, log_time: int, error: Exception) -> Frame:

@@ -107,13 +107,42 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
 
 # ---------------------------------------------------------------- camera info
 def check_camera_info(info: Any) -> None:
-    """Raise InvalidCameraInfoError if a CameraInfo's K cannot describe a camera: not 9
-    finite numbers, or negative focal lengths (K = 0 is an uncalibrated camera: allowed)."""
+    """Raise InvalidCameraInfoError if a CameraInfo cannot describe a camera: K not 9 finite
+    numbers, negative focal lengths (K = 0 is an uncalibrated camera: allowed), or a lens
+    distortion that cannot be undone (see `camera_info_distortion`)."""
     k = np.asarray(info.k, dtype=np.float64).reshape(-1)
     if k.size != 9 or not np.isfinite(k).all():
         raise InvalidCameraInfoError(f"CameraInfo K is not 9 finite numbers: {k.tolist()}")
     if k[0] < 0 or k[4] < 0:
         raise InvalidCameraInfoError(f"CameraInfo K has negative focal lengths fx={k[0]}, fy={k[4]}")
+    camera_info_distortion(info)
+
+
+# Lens models undone before the model sees a frame (io/undistort.py): OpenCV's
+# radial-tangential (coefficient counts it takes) and fisheye (4 coefficients).
+PINHOLE_MODELS = {"plumb_bob": (4, 5, 8, 12, 14), "rational_polynomial": (8, 12, 14)}
+FISHEYE_MODELS = {"equidistant": 4}
+
+
+def camera_info_distortion(info: Any) -> tuple[str, np.ndarray] | None:
+    """(model, coefficients) of a CameraInfo with lens distortion; None when it has none (no or
+    all-zero coefficients).  Raises InvalidCameraInfoError for a model this package cannot undo."""
+    coefficients = np.asarray(info.d, dtype=np.float64).reshape(-1)
+    if not np.isfinite(coefficients).all():
+        raise InvalidCameraInfoError(f"CameraInfo distortion coefficients are not finite: {coefficients.tolist()}")
+    if not coefficients.any():
+        return None
+    model = str(info.distortion_model)
+    if model in FISHEYE_MODELS and coefficients.size >= FISHEYE_MODELS[model]:
+        return model, coefficients[: FISHEYE_MODELS[model]]
+    if model in PINHOLE_MODELS and coefficients.size in PINHOLE_MODELS[model]:
+        return model, coefficients
+    if model in PINHOLE_MODELS or model in FISHEYE_MODELS:
+        raise InvalidCameraInfoError(f"CameraInfo {model} distortion with {coefficients.size} coefficients is not valid")
+    raise InvalidCameraInfoError(
+        f"CameraInfo distortion model {model!r} is not one this node undoes ({', '.join([*PINHOLE_MODELS, *FISHEYE_MODELS])}): "
+        "rectify the images first with image_proc's rectify node (ros2 run image_proc rectify_node) and map its image_rect"
+    )
 
 
 def camera_info_intrinsics(info: Any, width: int, height: int) -> np.ndarray | None:

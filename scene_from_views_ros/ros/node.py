@@ -55,7 +55,6 @@ from ..core.result import PointCloud
 from ..core.signals import signals_interrupt
 from ..io.messages import (
     UnsupportedEncodingError,
-    camera_info_intrinsics,
     check_camera_info,
     compressed_to_rgb,
     image_to_rgb,
@@ -63,6 +62,7 @@ from ..io.messages import (
     stamp_to_ns,
 )
 from ..io.outputs import write_keyframes_json
+from ..io.undistort import Undistorter
 from ..mapping.chaining import WindowInMap
 from ..mapping.keyframes import Frame
 from ..mapping.mapper import SlidingWindowMapper
@@ -253,6 +253,7 @@ class SceneFromViewsNode(Node):
         self._last_rejection = ""
         self._reported: set[tuple[str, str]] = set()
         self._camera_info: dict[str, CameraInfo] = {}
+        self._undistorter = Undistorter()  # frames of a camera with lens distortion become pinhole ones
         self._publish_s = 0.0
         self._last_diagnostics = (time.monotonic(), 0, 0, 0, 0)
         self._model_status = "ready"
@@ -327,7 +328,8 @@ class SceneFromViewsNode(Node):
         try:
             rgb = compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
             stamp_ns = stamp_to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
-            self.mapper.add_frame(Frame(rgb, stamp_ns, topic, self._intrinsics(topic, rgb.shape[1], rgb.shape[0])))
+            rgb, intrinsics = self._undistorter.calibrated(rgb, self._camera_info.get(topic))
+            self.mapper.add_frame(Frame(rgb, stamp_ns, topic, intrinsics))
         except Exception as error:  # noqa: BLE001 - no message may stop the node (or lose its map)
             self._reject(topic, "image", error)
 
@@ -353,11 +355,6 @@ class SceneFromViewsNode(Node):
                 f"{topic}: {type(error).__name__}: {error}; {kind} messages like this are dropped and counted "
                 "in /diagnostics (logged once per topic and reason)"
             )
-
-    def _intrinsics(self, topic: str, width: int, height: int) -> np.ndarray | None:
-        """The camera's K in this image's pixels (scaled if CameraInfo is of another size)."""
-        info = self._camera_info.get(topic)
-        return None if info is None else camera_info_intrinsics(info, width, height)
 
     # ---- window outputs ----------------------------------------------------------------
     def _on_window(self, window: WindowInMap) -> None:
