@@ -269,3 +269,33 @@ def test_the_offline_tool_maps_in_metres_and_refuses_monocular_windows(tmp_path:
             "-p", f"model.checkpoint:={metric.checkpoint_path}", "-p", f"model.config:={metric.checkpoint_path.parent / 'architecture.json'}"]
     assert cli_main(args) != 0
     assert "predicts depth but no camera, so it cannot map windows of 8 views" in capsys.readouterr().err
+
+
+def test_a_checkpoint_change_to_metres_saves_the_map_and_starts_a_new_one(tmp_path: Path) -> None:
+    """A DA3 checkpoint in the model's own units changed at runtime to NESTED (metres): the map
+    so far cannot be extended in other units, so it is saved and a new map starts."""
+    from rcl_interfaces.srv import SetParametersAtomically
+    from rclpy.parameter import Parameter
+    from test_ros_node import NODE, model_params_file, produce_windows, running_node, wait_for
+
+    anyview = REPO_ROOT / "test" / "fixtures" / "depth_anything_v3_tiny"
+    params_file = model_params_file(tmp_path, {
+        "model_type": "depth_anything_v3", "model.checkpoint": str(anyview / "model.safetensors"),
+        "model.config": str(anyview / "architecture.json"), "model.process_res": 112})
+    with running_node(["--ros-args", "--params-file", str(params_file), "-p", "device:=cpu"]) as (node, probe):
+        assert not node.mapper.metric
+        produce_windows(probe, 2, timeout=90.0)
+        mapped = len(node.mapper.trajectory())
+        client = probe.node.create_client(SetParametersAtomically, f"{NODE}/set_parameters_atomically")
+        change = [Parameter("model.checkpoint", value=str(FIXTURE / "model.safetensors")),
+                  Parameter("model.config", value=str(FIXTURE / "architecture.json"))]
+        result = probe.call(client, SetParametersAtomically.Request(parameters=[p.to_parameter_msg() for p in change])).result
+        assert result.successful, result.reason
+        clouds = probe.count(f"{NODE}/map_cloud")
+        wait_for(lambda: node.mapper.metric, 60, "the NESTED model swapped in")
+        saved = list((tmp_path / "saved").glob("before_units_change_*/keyframes.json"))
+        assert len(saved) == 1 and len(json.loads(saved[0].read_text())["keyframes"]) == mapped
+        assert json.loads(saved[0].read_text())["units"] != "metres"
+        wait_for(lambda: any(cloud.width == 0 for cloud in probe.messages(f"{NODE}/map_cloud")[clouds:]), 10, "an empty map")
+        produce_windows(probe, 1, timeout=90.0)
+        assert 0 < len(node.mapper.trajectory()) < mapped + 4

@@ -406,13 +406,13 @@ class SceneFromViewsNode(Node):
             self.get_logger().error(response.message)
         return response
 
-    def save_map(self) -> str:
+    def save_map(self, subfolder: str = "") -> str:
         """Write map.ply, map_trajectory.tum and keyframes.json into map.output_dir (relative:
-        under $ROS_HOME/scene_from_views; each file under a temporary name, then renamed: a
-        failed write leaves the previous files); returns what was written, in words.  Raises
-        OSError."""
+        under $ROS_HOME/scene_from_views), or a `subfolder` of it; each file under a temporary
+        name, then renamed: a failed write leaves the previous files.  Returns what was
+        written, in words.  Raises OSError."""
         settings = self._settings
-        output_dir = settings.node_output_dir()
+        output_dir = settings.node_output_dir() / subfolder
         ply_path, tum_path = self.mapper.save(output_dir)
         json_path = write_keyframes_json(output_dir, self.mapper.trajectory(), settings.frames, self.mapper.metric, files=())
         message = f"wrote {ply_path} ({self.mapper.stats.map_points} points), {tum_path} and {json_path}"
@@ -510,6 +510,22 @@ class SceneFromViewsNode(Node):
         return SetParametersResult(successful=True)
 
     def _use_backend(self, backend: Backend) -> None:
+        """Map with `backend` from the next window.  A model in other units (metres against the
+        model's own scale, e.g. a DA3 checkpoint changed to NESTED) cannot extend the map: the
+        map so far is saved (map.output_dir) and a new one starts."""
+        units_change = bool(getattr(backend.model, "is_metric", False)) != bool(getattr(self._backend.model, "is_metric", False))
+        if units_change and self.mapper.trajectory():
+            with self._publish_lock:
+                try:
+                    saved = self.save_map(f"before_units_change_{self.get_clock().now().nanoseconds}")
+                except OSError as error:
+                    saved = f"could not save it ({error})"
+                self.mapper.reset()
+                self._publish_empty_map()
+            self.get_logger().warning(
+                f"the new model maps in {'metres' if getattr(backend.model, 'is_metric', False) else 'its own units'}, the map so far "
+                f"in other units: a new map starts; the previous one: {saved}"
+            )
         self.mapper.set_reconstructor(backend.model, **backend.reconstruct_kwargs)
         self._backend = backend
 
