@@ -116,7 +116,7 @@ def test_bag_to_map_and_replay_bag(storage: str, tmp_path: Path, capsys: pytest.
     bag, _, stamps = camera_bag(tmp_path / "in_bag", storage, count=6)
     out = tmp_path / "out"
     code, _, _ = run_cli(capsys, bag, "--topic", "/cam/image_raw/compressed", "--out", out, *TINY_MODEL,
-                         "--min-change", "0", "--window-size", "3", "--window-overlap", "1", "--write-bag", "-p", "map_frame=odom")
+                         "--min-change", "0", "--window-size", "3", "--window-overlap", "1", "--write-bag", "-p", "map_frame=world")
     assert code == 0
     summary = summary_of(out)
     assert summary["frames_read"] == 6 and summary["outputs"]["bag"] == str(out / "bag")
@@ -157,12 +157,12 @@ def test_bag_to_map_and_replay_bag(storage: str, tmp_path: Path, capsys: pytest.
     assert [stamp(msg) for _, msg in infos] == expected
     np.testing.assert_allclose(np.asarray(infos[0][1].k).reshape(3, 3), np.array(by_stamp[expected[0]]["intrinsics"]))
     tfs = messages["/tf"]
-    assert [t.header.frame_id for _, msg in tfs for t in msg.transforms] == ["odom"] * 2 * len(expected)
+    assert [t.header.frame_id for _, msg in tfs for t in msg.transforms] == ["world"] * 2 * len(expected)
     assert [msg.transforms[1].child_frame_id for _, msg in tfs] == ["sfv_camera"] * len(expected)
     paths = messages["/scene_from_views/path"]
     assert [len(msg.poses) for _, msg in paths] == list(range(1, len(expected) + 1))
     ((cloud_time, cloud),) = messages["/scene_from_views/map_cloud"]
-    assert cloud_time == expected[0] and cloud.header.frame_id == "odom"
+    assert cloud_time == expected[0] and cloud.header.frame_id == "world"
     ply = np.asarray(o3d.io.read_point_cloud(str(out / "map.ply")).points)
     np.testing.assert_allclose(unpack_xyzrgb(cloud.data)[0], ply, atol=1e-6)
 

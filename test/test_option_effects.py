@@ -332,6 +332,16 @@ SHOWN_ELSEWHERE: dict[str, str | tuple[str, ...]] = {
     "model.process_res": "test_depth_anything_v3.py::test_conf_thres_and_ref_view_strategy_change_the_result",
     "model.ref_view_strategy": "test_depth_anything_v3.py::test_conf_thres_and_ref_view_strategy_change_the_result",
     "model.drop_sky": "test_depth_anything_v3_variants.py::test_nested_maps_in_metres_with_sky_masks",
+    # The node in the robot's TF tree, and the map's metres.
+    "odom_frame": "test_ros_tf.py::test_map_to_odom_keeps_one_parent_per_frame_and_maps_in_metres",
+    "base_frame": "test_ros_tf.py::test_map_to_odom_keeps_one_parent_per_frame_and_maps_in_metres",
+    "tf_mode": ("test_ros_tf.py::test_map_to_odom_keeps_one_parent_per_frame_and_maps_in_metres",
+                "test_ros_tf.py::test_without_odometry_the_map_is_z_up_at_the_first_camera"),
+    "scale_source": ("test_ros_tf.py::test_without_a_scale_the_map_stays_in_model_units_and_says_so",
+                     "test_ros_tf.py::test_scale_source_model_needs_a_metric_model"),
+    "scale_min_baseline_m": "test_ros_tf.py::test_without_a_scale_the_map_stays_in_model_units_and_says_so",
+    "publish.keyframe_frames": ("test_ros_tf.py::test_without_odometry_the_map_is_z_up_at_the_first_camera",
+                                "test_ros_node.py::test_window_outputs"),
     # The node's own inputs and outputs.
     "image_topics": "test_ros_node.py::test_compressed_topic_frames_are_mapped",
     "camera_info_topics": "test_ros_node.py::test_save_map_writes_readable_files",

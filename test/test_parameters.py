@@ -133,7 +133,7 @@ scene_from_views:
   ros__parameters:
     model_type: vggt
     image_topics: ["/camera/image_raw"]
-    map_frame: odom
+    map_frame: world
     model:
       target_size: 140
       conf_thres: 20
@@ -167,7 +167,7 @@ def test_parameter_file_in_the_node_format(tmp_path: Path) -> None:
     assert settings.mapper.keyframe.min_interval_s == 1.0 and isinstance(settings.mapper.keyframe.min_interval_s, float)
     assert settings.mapper.map.voxel_size == 0.05 and settings.output_dir == "/tmp/maps"
     assert settings.mapper.chain.metric is False  # VGGT is not metric
-    assert settings.frames.map_frame == "odom" and settings.frames.camera_frame == "sfv_camera"
+    assert settings.frames.map_frame == "world" and settings.frames.camera_frame == "sfv_camera"
     assert settings.node_only_given() == ["image_topics"]
     assert load_parameter_file(path, "other_node")["window.size"] == 99
 
@@ -217,6 +217,8 @@ def test_settings_refuse_what_the_declarations_refuse() -> None:
         settings_from_parameters({"window.size": 3, "window.overlap": 3})
     with pytest.raises(InvalidOptionError, match=r"camera_frame='cam' is not allowed: it must differ from map_frame"):
         settings_from_parameters({"map_frame": "cam", "camera_frame": "cam"})
+    with pytest.raises(InvalidOptionError, match=r"odom_frame='map' is not allowed: it must differ from map_frame"):
+        settings_from_parameters({"odom_frame": "map"})
     with pytest.raises(InvalidOptionError, match=r"camera_info_topics=\['/a', '/b'\] is not allowed: at most one per image topic"):
         settings_from_parameters({"camera_info_topics": ["/a", "/b"]})
     with pytest.raises(UnknownKwargError, match=r"model\.build_track_head.*valid"):  # a Python-API-only option

@@ -285,7 +285,7 @@ def test_window_outputs(ros) -> None:
     for depth in depths:
         assert (depth.encoding, depth.height, depth.width) == ("32FC1", height, width)
         assert stamp_to_ns(depth.header.stamp) in probe.stamps
-        assert depth.header.frame_id.startswith("test_kf_")
+        assert depth.header.frame_id == "camera"  # the image's optical frame (its header frame_id)
         values = np.frombuffer(bytes(depth.data), "<f4")
         assert np.isnan(values).sum() < values.size and (values[np.isfinite(values)] > 0).all()
     info_by_frame = {(i.header.frame_id, stamp_to_ns(i.header.stamp)): i for i in infos}
@@ -297,9 +297,13 @@ def test_window_outputs(ros) -> None:
     confidence_infos = {(i.header.frame_id, stamp_to_ns(i.header.stamp)) for i in probe.messages(f"{NODE}/confidence/camera_info")}
     assert {(c.header.frame_id, stamp_to_ns(c.header.stamp)) for c in confidences[-WINDOW:]} <= confidence_infos
 
+    # tf_mode auto without odometry: standalone, map -> camera once per new keyframe at its stamp
+    # (no keyframe frames by default; overlap keyframes are never broadcast again)
     transforms = [t for msg in probe.messages("/tf") for t in msg.transforms]
     children = {t.child_frame_id for t in transforms}
-    assert "test_camera" in children and {d.header.frame_id for d in depths} <= children
+    assert children == {"camera"} and {d.header.frame_id for d in depths} <= children
+    broadcast = [(t.child_frame_id, stamp_to_ns(t.header.stamp)) for t in transforms]
+    assert len(broadcast) == len(set(broadcast)) >= len(node.mapper.trajectory()) - WINDOW
     for transform in transforms:
         assert transform.header.frame_id == "test_map"
         translation, rotation = transform.transform.translation, transform.transform.rotation

@@ -160,7 +160,8 @@ VALUE_TABLE = [
     ("device", "cpu", True),
     ("device", "gpu", False),
     ("camera_frame", "map", False),
-    ("map_frame", "odom", True),
+    ("map_frame", "world", True),
+    ("map_frame", "odom", False),  # the odom_frame
     ("optimizer.type", "magic", False),
 ]
 

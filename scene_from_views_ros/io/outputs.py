@@ -32,6 +32,7 @@ from ..geometry.ply import write_ply
 from ..geometry.pointcloud import confidence_mask
 from ..mapping.chaining import WindowInMap
 from ..mapping.global_map import KeyframePose, MapConfig
+from ..mapping.map_frame import MapFrame
 from ..mapping.settings import FrameNames
 
 KEYFRAME_DIR = "keyframes"
@@ -131,7 +132,7 @@ class RunSummary:
 
 def write_keyframes_json(
     output_dir: str | Path, trajectory: list[KeyframePose], frames: FrameNames, metric: bool, *,
-    files: tuple[str, ...] = KEYFRAME_FILES["all"],
+    files: tuple[str, ...] = KEYFRAME_FILES["all"], map_frame: MapFrame | None = None,
 ) -> Path:
     """keyframes.json: poses (camera-to-map 4x4, OpenCV optical axes), intrinsics (the model's
     and, where the input gave them, the camera's) and the names of the keyframe `files`
@@ -145,7 +146,7 @@ def write_keyframes_json(
             "camera_id": keyframe.camera_id,
             "frame_id": frames.keyframe_frame(keyframe.keyframe_id),
             "window_index": keyframe.window_index,
-            "pose": np.asarray(keyframe.pose, np.float64).tolist(),
+            "pose": np.asarray(keyframe.pose if map_frame is None else map_frame.poses(keyframe.pose), np.float64).tolist(),
             "intrinsics": np.asarray(keyframe.intrinsics, np.float64).tolist(),
             "image_size": list(keyframe.image_size),
             "camera_intrinsics": None if keyframe.camera_intrinsics is None else np.asarray(keyframe.camera_intrinsics).tolist(),

@@ -14,6 +14,7 @@ from ..core.files import write_text
 from ..geometry.ply import write_ply
 from ..geometry.sim3 import pose_to_translation_quaternion, quaternion_to_rotation
 from .global_map import GlobalMap
+from .map_frame import MapFrame
 
 
 def write_tum(path: str | Path, stamps_ns: list[int], poses: list[np.ndarray]) -> Path:
@@ -52,15 +53,16 @@ def read_tum(path: str | Path) -> tuple[list[int], list[np.ndarray]]:
     return stamps, poses
 
 
-def save_map(global_map: GlobalMap, output_dir: str | Path, prefix: str = "map") -> tuple[Path, Path]:
-    """Write `<prefix>.ply` (map cloud) and `<prefix>_trajectory.tum` (keyframes) into `output_dir`."""
+def save_map(global_map: GlobalMap, output_dir: str | Path, prefix: str = "map", map_frame: MapFrame | None = None) -> tuple[Path, Path]:
+    """Write `<prefix>.ply` (map cloud) and `<prefix>_trajectory.tum` (keyframes) into
+    `output_dir`, in `map_frame` (the node's published map) or the mapper's own frame."""
     output_dir = Path(output_dir)
     cloud = global_map.cloud()
     trajectory = global_map.trajectory()
-    ply_path = write_ply(output_dir / f"{prefix}.ply", cloud.points, cloud.colors)
-    tum_path = write_tum(
-        output_dir / f"{prefix}_trajectory.tum",
-        [keyframe.stamp_ns for keyframe in trajectory],
-        [keyframe.pose for keyframe in trajectory],
-    )
+    poses = np.stack([keyframe.pose for keyframe in trajectory]) if trajectory else np.zeros((0, 4, 4))
+    points = cloud.points
+    if map_frame is not None:
+        poses, points = map_frame.poses(poses), map_frame.points(points)
+    ply_path = write_ply(output_dir / f"{prefix}.ply", points, cloud.colors)
+    tum_path = write_tum(output_dir / f"{prefix}_trajectory.tum", [keyframe.stamp_ns for keyframe in trajectory], list(poses))
     return ply_path, tum_path

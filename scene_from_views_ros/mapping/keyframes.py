@@ -20,12 +20,14 @@ from ..core.options import Options, option
 @dataclass
 class Frame:
     """One camera image as it arrives: RGB uint8 HxWx3, stamp in nanoseconds, source camera,
-    and optionally the camera's 3x3 intrinsics in this image's pixels (e.g. from CameraInfo)."""
+    optionally the camera's 3x3 intrinsics in this image's pixels (e.g. from CameraInfo) and
+    its optical TF frame (the image header's frame_id)."""
 
     image: np.ndarray
     stamp_ns: int
     camera_id: str = "camera"
     intrinsics: np.ndarray | None = None
+    frame_id: str = ""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.image, np.ndarray) and self.image.dtype == np.uint8 and self.image.ndim == 3 and self.image.shape[2] == 3):

@@ -37,6 +37,7 @@ from .chaining import ChainConfig, OverlapReference, WindowInMap, estimate_windo
 from .exports import save_map
 from .global_map import GlobalMap, KeyframePose, MapConfig
 from .keyframes import Frame, Keyframe, KeyframeConfig, KeyframeSelector
+from .map_frame import MapFrame
 from .windows import Window, WindowBuilder, WindowConfig
 
 logger = logging.getLogger(__name__)
@@ -307,9 +308,10 @@ class SlidingWindowMapper:
                 map_points=len(self.map),
             )
 
-    def save(self, output_dir: str | Path, prefix: str = "map") -> tuple[Path, Path]:
-        """Write the map cloud (PLY) and keyframe trajectory (TUM) into `output_dir`."""
-        return save_map(self.map, output_dir, prefix)
+    def save(self, output_dir: str | Path, prefix: str = "map", map_frame: MapFrame | None = None) -> tuple[Path, Path]:
+        """Write the map cloud (PLY) and keyframe trajectory (TUM) into `output_dir` (in
+        `map_frame`, else the mapper's own frame)."""
+        return save_map(self.map, output_dir, prefix, map_frame)
 
     # ---- processing --------------------------------------------------------------------
     def _work(self) -> None:

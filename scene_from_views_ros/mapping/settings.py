@@ -110,15 +110,45 @@ class OptimizerChoice(Options):
 
 @dataclass(frozen=True)
 class FrameNames(Options):
-    """TF frame names: the map, the newest keyframe's camera, and each keyframe (prefix + id)."""
+    """TF: frame names (REP-105), how the node joins the TF tree, and the map's scale."""
 
-    map_frame: str = option("map", "Frame of the map (the first keyframe's optical frame).", nonempty=True)
-    camera_frame: str = option("sfv_camera", "TF frame of the newest keyframe's camera (optical axes).", nonempty=True)
-    keyframe_frame_prefix: str = option("sfv_keyframe_", "TF frame of keyframe <id> is <prefix><id>.", nonempty=True)
+    map_frame: str = option("map", "Frame of the map (REP-105; z up).", nonempty=True)
+    odom_frame: str = option("odom", "The robot's odometry frame (tf_mode map_to_odom).", nonempty=True)
+    base_frame: str = option(
+        "base_link", "The robot's base frame (tf_mode map_to_odom): the map is this frame at the first keyframe.", nonempty=True,
+    )
+    camera_frame: str = option(
+        "sfv_camera", "Optical frame of cameras whose images have no header frame_id (the images' frame_id otherwise).",
+        nonempty=True,
+    )
+    keyframe_frame_prefix: str = option(
+        "sfv_keyframe_", "TF frame of keyframe <id> is <prefix><id> (publish.keyframe_frames).", nonempty=True,
+    )
+    tf_mode: str = option(
+        "auto", "How the node joins the TF tree. map_to_odom: it looks up odom -> camera at each keyframe and "
+        "publishes only the map -> odom correction (one parent per frame), the map being base_frame at the first "
+        "keyframe. standalone: it publishes map -> camera at each new keyframe, the map being the first camera's "
+        "position with x forward, z up. none: no TF (poses on topics only). auto: map_to_odom when odom -> camera "
+        "resolves at the first keyframe, else standalone.", choices=("auto", "map_to_odom", "standalone", "none"),
+    )
+    scale_source: str = option(
+        "auto", "Where metres come from. model: a metric model (SE(3) chaining). odometry: metres per map unit "
+        "estimated from the odometry between keyframes (needs odom -> camera in TF). none: map units, flagged WARN "
+        "in /diagnostics. auto: model for a metric model, else odometry with tf_mode map_to_odom, else none.",
+        choices=("auto", "model", "odometry", "none"),
+    )
+    scale_min_baseline_m: float = option(
+        0.2, "scale_source odometry: keyframe pairs closer than this in odometry are not used for the scale.",
+        unit="m", low=0.0, high=1000.0,
+    )
 
     def check_together(self) -> None:
-        if self.map_frame == self.camera_frame:
-            raise InvalidOptionError(f"camera_frame={self.camera_frame!r} is not allowed: it must differ from map_frame")
+        seen: dict[str, str] = {}
+        for name in ("map_frame", "odom_frame", "base_frame", "camera_frame"):
+            value = getattr(self, name)
+            if value in seen:
+                raise InvalidOptionError(f"{name}={value!r} is not allowed: it must differ from {seen[value]}")
+            seen[value] = name
 
     def keyframe_frame(self, keyframe_id: int) -> str:
         return f"{self.keyframe_frame_prefix}{keyframe_id}"
@@ -192,6 +222,10 @@ class PublishConfig(Options):
     prefix: ClassVar[str] = "publish."
     window_cloud_stride: int = option(1, "Publish every n-th pixel of each view in ~/window_cloud.", low=1, high=64)
     depth: bool = option(True, "Publish ~/depth/image and ~/confidence/image per keyframe, each with its camera_info beside it.")
+    keyframe_frames: bool = option(
+        False, "Also broadcast a TF frame per keyframe (<keyframe_frame_prefix><id>; they grow without end): once, "
+        "when its window places it.",
+    )
     path_max_poses: int = option(
         1000, "~/path holds the newest this many keyframes (the whole trajectory is in ~/save_map's files, and "
         "each window's new keyframes are on ~/keyframe_poses): publishing stays as cheap on long runs.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -18,7 +19,7 @@ from nav_msgs.msg import Path
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from ..geometry.sim3 import pose_to_translation_quaternion
+from ..geometry.sim3 import pose_to_translation_quaternion, quaternion_to_rotation
 from ..io.messages import (
     CLOUD_FIELDS,
     CLOUD_POINT_STEP,
@@ -110,6 +111,15 @@ def _fill_pose(translation_msg: object, rotation_msg: object, translation: np.nd
     """Write a translation and quaternion into a (Vector3|Point, Quaternion) pair of a message."""
     translation_msg.x, translation_msg.y, translation_msg.z = (float(v) for v in translation)
     rotation_msg.x, rotation_msg.y, rotation_msg.z, rotation_msg.w = (float(v) for v in quaternion)
+
+
+def transform_to_matrix(transform: Any) -> np.ndarray:
+    """geometry_msgs/Transform -> 4x4 (child coordinates into the parent)."""
+    t, q = transform.translation, transform.rotation
+    matrix = np.eye(4)
+    matrix[:3, :3] = quaternion_to_rotation(np.array([q.x, q.y, q.z, q.w]))
+    matrix[:3, 3] = [t.x, t.y, t.z]
+    return matrix
 
 
 def poses_to_transforms(

@@ -6,14 +6,17 @@ worker thread and calls `_on_window` there, which builds and publishes every out
 window.  rclpy publishers are thread-safe; `_publish_lock` orders window publishing against
 `~/reset` so that a window finished just before a reset is never published after it.
 
-Outputs (node-private names), all in `map_frame` unless said otherwise:
+Outputs (node-private names), all in `map_frame` (REP-105, z up; see ros/tf_links.py) unless
+said otherwise:
   ~/map_cloud (PointCloud2, reliable + transient local), ~/window_cloud (the latest window),
-  ~/depth/image and ~/confidence/image (32FC1 per keyframe of the window, frame = keyframe
-  frame, NaN = invalid), each with its camera_info beside it (image_transport's naming), ~/path (the newest publish.path_max_poses
-  keyframes), ~/keyframe_poses (the keyframes each window adds), /tf (map -> keyframe frames
-  of the window and map -> camera_frame for the newest keyframe, optical axes), /diagnostics.
-Services: ~/reset, ~/save_map (std_srvs/Trigger).  Units are the model's ("map units")
-unless the model is metric.  No message stops the node: what an input callback cannot use
+  ~/depth/image and ~/confidence/image (32FC1 per keyframe of the window, frame = the image's
+  optical frame, NaN = invalid), each with its camera_info beside it (image_transport's
+  naming), ~/path (the newest publish.path_max_poses keyframes), ~/keyframe_poses (the
+  keyframes each window adds), /tf (tf_mode: map -> odom, or map -> camera; keyframe frames
+  with publish.keyframe_frames), /diagnostics.
+Inputs besides the cameras: /tf and /tf_static (the robot's odometry and camera mount).
+Services: ~/reset, ~/save_map (std_srvs/Trigger).  Units are metres with a metric model or
+an odometry scale (scale_source), else the model's ("map units").  No message stops the node: what an input callback cannot use
 is dropped, logged once per topic and reason, and counted in /diagnostics.  However it ends
 (Ctrl-C, SIGTERM, SIGHUP) the node finishes the window in flight and saves its map
 (map.save_on_shutdown).  Stamps or, under use_sim_time, the clock going back by more than
@@ -34,7 +37,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import Path
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -65,6 +68,7 @@ from ..io.outputs import write_keyframes_json
 from ..io.undistort import Undistorter
 from ..mapping.chaining import WindowInMap
 from ..mapping.keyframes import Frame
+from ..mapping.map_frame import MapFrame
 from ..mapping.mapper import SlidingWindowMapper
 from ..mapping.settings import DEFAULT_NODE_NAME, MappingSettings, read_yaml_file, settings_from_parameters
 from ..mapping.windows import Window
@@ -76,6 +80,7 @@ from .conversions import (
     make_pointcloud2_from_views,
     poses_to_path,
     poses_to_transforms,
+    transform_to_matrix,
 )
 from .params import (
     ROS_NODE_PARAMETERS,
@@ -85,9 +90,13 @@ from .params import (
     declare_node_parameters,
     parameter_values,
 )
-from .qos import DIAGNOSTICS_QOS, MAP_CLOUD_QOS, TF_QOS, WINDOW_QOS, image_qos
+from .qos import DIAGNOSTICS_QOS, MAP_CLOUD_QOS, TF_QOS, TF_STATIC_QOS, WINDOW_QOS, image_qos
+from .tf_buffer import TransformBuffer
+from .tf_links import TfLinks, camera_frame_of, check_scale_source
 
 _SIGNAL_POLL_S = 0.2  # longest wait of the executor, so that a signal is handled promptly
+TF_CACHE_S = 60.0  # TF history kept for keyframe lookups (windows finish seconds after their frames)
+MAP_TO_ODOM_PERIOD_S = 0.1  # map -> odom republished at the current time
 
 # ---------------------------------------------------------------- window -> messages
 @dataclass
@@ -112,33 +121,32 @@ def window_cloud_masks(window: WindowInMap, min_confidence: float, stride: int) 
 
 
 class PathCache:
-    """The newest `max_poses` keyframe poses as nav_msgs/Path, each keyframe converted once (its
-    pose never changes after its window placed it): the cost of a window's path does not grow
-    with the length of the run."""
+    """The newest `max_poses` keyframe poses (internal map), as nav_msgs/Path in the published
+    map frame: each window adds its new keyframes (a keyframe's pose never changes once placed),
+    the conversion is of at most `max_poses` poses, so a window's path does not cost more as
+    the run grows (and follows a map scale that is still being estimated)."""
 
     def __init__(self, max_poses: int) -> None:
-        self._poses: deque[PoseStamped] = deque(maxlen=max_poses)
-        self._frame_id = ""
+        self._poses: deque[tuple[np.ndarray, int]] = deque(maxlen=max_poses)
 
     def clear(self) -> None:
         self._poses.clear()
 
-    def add(self, window: WindowInMap, frame_id: str) -> Path:
+    def add(self, window: WindowInMap, frame_id: str, map_frame: MapFrame) -> Path:
         """Take the keyframes `window` added; returns them as a Path of their own."""
-        if frame_id != self._frame_id:  # the map frame was renamed: the old poses say another frame
-            self._poses.clear()
-            self._frame_id = frame_id
         views = window.new_views
-        new = poses_to_path([window.poses[v] for v in views], [window.keyframes[v].stamp_ns for v in views],
-                            frame_id, window_stamp_ns(window))
-        self._poses.extend(new.poses)
-        return new
+        self._poses.extend((window.poses[v], window.keyframes[v].stamp_ns) for v in views)
+        return poses_to_path(list(map_frame.poses(np.stack([window.poses[v] for v in views]))) if views else [],
+                             [window.keyframes[v].stamp_ns for v in views], frame_id, window_stamp_ns(window))
 
-    def path(self, frame_id: str, stamp_ns: int, max_poses: int) -> Path:
+    def path(self, frame_id: str, stamp_ns: int, max_poses: int, map_frame: MapFrame) -> Path:
         """The newest keyframes (at most `max_poses`, which may change at runtime)."""
         if max_poses != self._poses.maxlen:
             self._poses = deque(self._poses, maxlen=max_poses)
-        return Path(header=poses_to_path([], [], frame_id, stamp_ns).header, poses=list(self._poses))
+        if not self._poses:
+            return poses_to_path([], [], frame_id, stamp_ns)
+        poses = map_frame.poses(np.stack([pose for pose, _ in self._poses]))
+        return poses_to_path(list(poses), [stamp for _, stamp in self._poses], frame_id, stamp_ns)
 
 
 def window_stamp_ns(window: WindowInMap) -> int:
@@ -146,38 +154,35 @@ def window_stamp_ns(window: WindowInMap) -> int:
     return max(keyframe.stamp_ns for keyframe in window.keyframes)
 
 
-def build_window_messages(window: WindowInMap, settings: MappingSettings, path_cache: PathCache) -> WindowMessages:
-    """Turn a placed window and the trajectory into messages (vectorised: the 1.6M points of
-    8 views at 518x392 are written straight into the message buffer, see bench/bench_publish.py)."""
+def build_window_messages(window: WindowInMap, settings: MappingSettings, path_cache: PathCache, map_frame: MapFrame,
+                          transforms: list[TransformStamped]) -> WindowMessages:
+    """Turn a placed window and the trajectory into messages in the published map frame
+    (vectorised: the 1.6M points of 8 views at 518x392 are written straight into the message
+    buffer, see bench/bench_publish.py); `transforms` are the window's TF (see the node)."""
     stamp_ns = window_stamp_ns(window)
     min_confidence, stride, names = settings.mapper.map.min_confidence, settings.publish.window_cloud_stride, settings.frames
     window_cloud = make_pointcloud2_from_views(
-        [points[::stride, ::stride] for points in window.points], [image[::stride, ::stride] for image in window.images],
+        [map_frame.points(points[::stride, ::stride]) for points in window.points], [image[::stride, ::stride] for image in window.images],
         window_cloud_masks(window, min_confidence, stride), stamp_ns, names.map_frame,
     )
-    frames = [names.keyframe_frame(kf.keyframe_id) for kf in window.keyframes]
     depths, confidences, camera_infos = [], [], []
     if settings.publish.depth:
         for view, keyframe in enumerate(window.keyframes):
-            depth, confidence = window.depths[view], window.confidences[view]
+            depth, confidence = window.depths[view] * np.float32(map_frame.scale), window.confidences[view]
             valid = window.masks[view] & (confidence >= min_confidence)
-            depths.append(float_image_msg(masked_depth(depth, valid), keyframe.stamp_ns, frames[view]))
-            confidences.append(float_image_msg(confidence, keyframe.stamp_ns, frames[view]))
+            frame = camera_frame_of(keyframe, names)
+            depths.append(float_image_msg(masked_depth(depth, valid), keyframe.stamp_ns, frame))
+            confidences.append(float_image_msg(confidence, keyframe.stamp_ns, frame))
             height, width = depth.shape
-            camera_infos.append(intrinsics_to_camera_info(window.intrinsics[view], width, height, keyframe.stamp_ns, frames[view]))
-    newest = int(np.argmax([keyframe.stamp_ns for keyframe in window.keyframes]))
-    transforms = poses_to_transforms(
-        [*window.poses, window.poses[newest]], names.map_frame, [*frames, names.camera_frame],
-        [*(kf.stamp_ns for kf in window.keyframes), window.keyframes[newest].stamp_ns],
-    )
+            camera_infos.append(intrinsics_to_camera_info(window.intrinsics[view], width, height, keyframe.stamp_ns, frame))
     return WindowMessages(
         window_cloud=window_cloud,
         depths=depths,
         confidences=confidences,
         camera_infos=camera_infos,
         transforms=TFMessage(transforms=transforms),
-        new_keyframes=path_cache.add(window, names.map_frame),
-        path=path_cache.path(names.map_frame, stamp_ns, settings.publish.path_max_poses),
+        new_keyframes=path_cache.add(window, names.map_frame, map_frame),
+        path=path_cache.path(names.map_frame, stamp_ns, settings.publish.path_max_poses, map_frame),
     )
 
 
@@ -196,11 +201,13 @@ class OutputPublishers:
         self.tf = node.create_publisher(TFMessage, "/tf", TF_QOS)
         self.path_cache = PathCache(path_max_poses)
 
-    def publish_window(self, window: WindowInMap, map_snapshot: Callable[[], PointCloud], settings: MappingSettings) -> None:
+    def publish_window(self, window: WindowInMap, map_snapshot: Callable[[], PointCloud], settings: MappingSettings,
+                       map_frame: MapFrame, transforms: list[TransformStamped]) -> None:
         """Build and publish everything one placed window changes, the map included."""
-        messages = build_window_messages(window, settings, self.path_cache)
+        messages = build_window_messages(window, settings, self.path_cache, map_frame, transforms)
         cloud = map_snapshot()
-        self.publish(messages, make_pointcloud2(cloud.points, cloud.colors, window_stamp_ns(window), settings.frames.map_frame))
+        self.publish(messages, make_pointcloud2(map_frame.points(cloud.points), cloud.colors, window_stamp_ns(window),
+                                                settings.frames.map_frame))
 
     def publish(self, messages: WindowMessages, map_cloud: PointCloud2) -> None:
         """Publish a window's messages and the map cloud."""
@@ -210,7 +217,8 @@ class OutputPublishers:
             self.depth_info.publish(info)
             self.confidence.publish(confidence)
             self.confidence_info.publish(info)
-        self.tf.publish(messages.transforms)
+        if messages.transforms.transforms:
+            self.tf.publish(messages.transforms)
         self.new_keyframes.publish(messages.new_keyframes)
         self.path.publish(messages.path)
         self.map_cloud.publish(map_cloud)
@@ -246,6 +254,7 @@ class SceneFromViewsNode(Node):
         super().__init__(node_name, allow_undeclared_parameters=True, **node_kwargs)
         self._settings = declare_node_parameters(self)
         self._backend: Backend = build_backend(self._settings)
+        check_scale_source(self._settings.frames, self._backend.model)
         self._publish_lock = threading.Lock()
         self._counts_lock = threading.Lock()
         self._received: Counter[str] = Counter()
@@ -254,6 +263,8 @@ class SceneFromViewsNode(Node):
         self._reported: set[tuple[str, str]] = set()
         self._camera_info: dict[str, CameraInfo] = {}
         self._undistorter = Undistorter()  # frames of a camera with lens distortion become pinhole ones
+        self.tf_buffer = TransformBuffer(cache_s=TF_CACHE_S)
+        self._tf_links = TfLinks(self)
         self._publish_s = 0.0
         self._last_diagnostics = (time.monotonic(), 0, 0, 0, 0)
         self._model_status = "ready"
@@ -293,6 +304,9 @@ class SceneFromViewsNode(Node):
                     lambda msg, topic=topic, info_topic=info_topic: self._on_camera_info(msg, topic, info_topic),
                     qos, callback_group=inputs,
                 )
+        self.create_subscription(TFMessage, "/tf", lambda msg: self._on_tf(msg, False), TF_QOS, callback_group=inputs)
+        self.create_subscription(TFMessage, "/tf_static", lambda msg: self._on_tf(msg, True), TF_STATIC_QOS, callback_group=inputs)
+        self.create_timer(MAP_TO_ODOM_PERIOD_S, self._republish_map_to_odom)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(Trigger, "~/save_map", self._on_save_map)
         self.create_timer(settings.inputs.diagnostics_period_s, self._publish_diagnostics)
@@ -329,7 +343,7 @@ class SceneFromViewsNode(Node):
             rgb = compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
             stamp_ns = stamp_to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
             rgb, intrinsics = self._undistorter.calibrated(rgb, self._camera_info.get(topic))
-            self.mapper.add_frame(Frame(rgb, stamp_ns, topic, intrinsics))
+            self.mapper.add_frame(Frame(rgb, stamp_ns, topic, intrinsics, msg.header.frame_id))
         except Exception as error:  # noqa: BLE001 - no message may stop the node (or lose its map)
             self._reject(topic, "image", error)
 
@@ -363,8 +377,25 @@ class SceneFromViewsNode(Node):
             if self.mapper.latest_window is not window:  # a reset came in between
                 return
             started = time.perf_counter()
-            self.outputs.publish_window(window, self.mapper.map_cloud, self._settings)
+            transforms = self._tf_links.place(window, self._settings, self.mapper.metric)
+            self.outputs.publish_window(window, self.mapper.map_cloud, self._settings, self._tf_links.map_frame, transforms)
             self._publish_s = time.perf_counter() - started
+
+    def _on_tf(self, msg: TFMessage, static: bool) -> None:
+        for transform in msg.transforms:
+            try:
+                self.tf_buffer.add(transform.header.frame_id, transform.child_frame_id, stamp_to_ns(transform.header.stamp),
+                                   transform_to_matrix(transform.transform), static)
+            except Exception as error:  # noqa: BLE001 - no message may stop the node
+                self._reject("/tf_static" if static else "/tf", "tf", error)
+
+    def _republish_map_to_odom(self) -> None:
+        """map -> odom stamped now, so that TF users at the current time find it (tf2 does not
+        extrapolate past the last keyframe's stamp)."""
+        latest = self._tf_links.latest_map_to_odom
+        if latest is not None and self._settings.frames.tf_mode != "none":
+            self.outputs.tf.publish(TFMessage(transforms=poses_to_transforms(
+                [latest], self._settings.frames.map_frame, [self._settings.frames.odom_frame], [self.get_clock().now().nanoseconds])))
 
     def _on_window_error(self, window: Window, error: Exception) -> None:
         self.get_logger().warning(
@@ -390,7 +421,8 @@ class SceneFromViewsNode(Node):
 
     def _publish_empty_map(self) -> None:
         """After a reset (the service, or a time jump with map.reset_on_time_jump): an empty map
-        cloud and path, latched for late joiners."""
+        cloud and path, latched for late joiners; the next map aligns itself afresh."""
+        self._tf_links.clear()
         self.outputs.publish_empty_map(self._settings.frames.map_frame, self.get_clock().now().nanoseconds)
 
     def _on_new_map(self) -> None:
@@ -413,8 +445,10 @@ class SceneFromViewsNode(Node):
         written, in words.  Raises OSError."""
         settings = self._settings
         output_dir = settings.node_output_dir() / subfolder
-        ply_path, tum_path = self.mapper.save(output_dir)
-        json_path = write_keyframes_json(output_dir, self.mapper.trajectory(), settings.frames, self.mapper.metric, files=())
+        map_frame, status = self._tf_links.map_frame, self._tf_links.status
+        ply_path, tum_path = self.mapper.save(output_dir, map_frame=map_frame)
+        metres = self.mapper.metric or (status.scale_source == "odometry" and status.scale_pairs > 0)
+        json_path = write_keyframes_json(output_dir, self.mapper.trajectory(), settings.frames, metres, files=(), map_frame=map_frame)
         message = f"wrote {ply_path} ({self.mapper.stats.map_points} points), {tum_path} and {json_path}"
         self.get_logger().info(message)
         return message
@@ -450,6 +484,13 @@ class SceneFromViewsNode(Node):
             problems.append(f"time jumped back ({stats.last_time_jump}): a new segment started")
         if self.model_status.startswith("rebuild failed"):
             problems.append(self.model_status)
+        tf = self._tf_links.status
+        if tf.problem:
+            problems.append(tf.problem)
+        if stats.windows_done and tf.scale_source == "none":
+            problems.append("no scale: the map is in the model's units, not metres (scale_source)")
+        elif stats.windows_done and tf.scale_source == "odometry" and not tf.scale_pairs:
+            problems.append(f"no scale yet: no two keyframes {self._settings.frames.scale_min_baseline_m} m apart in odometry")
         values = {
             "input_rate_hz": (received - last_received) / max(now - since, 1e-9),
             "frames_received": received,
@@ -474,6 +515,11 @@ class SceneFromViewsNode(Node):
             "model": self.model_status,
             memory_key: memory_mb,
             "last_error": stats.last_error,
+            "tf_mode": tf.mode,
+            "scale_source": tf.scale_source,
+            "scale": tf.scale,
+            "scale_spread": tf.scale_spread,
+            "scale_pairs": tf.scale_pairs,
         }
         self.diagnostics_pub.publish(diagnostic_array(
             f"{self.get_name()}: mapping", self._settings.model_type.value, "warn" if problems else "ok",
