@@ -343,6 +343,7 @@ SHOWN_ELSEWHERE: dict[str, str | tuple[str, ...]] = {
     "publish.keyframe_frames": ("test_ros_tf.py::test_without_odometry_the_map_is_z_up_at_the_first_camera",
                                 "test_ros_node.py::test_window_outputs"),
     # The node's own inputs and outputs.
+    "camera_info_slop_s": "test_ros_node.py::test_the_node_gives_each_keyframe_the_calibration_of_its_stamp",
     "image_topics": "test_ros_node.py::test_compressed_topic_frames_are_mapped",
     "camera_info_topics": "test_ros_node.py::test_save_map_writes_readable_files",
     "image_qos": "test_ros_node.py::test_options_change_what_the_node_publishes",

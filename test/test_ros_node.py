@@ -671,6 +671,33 @@ def test_frames_from_an_hour_earlier_start_a_new_segment(ros) -> None:
     assert probe.set_parameter("map.reset_on_time_jump", False) == (True, "")
 
 
+def test_the_node_gives_each_keyframe_the_calibration_of_its_stamp(ros) -> None:
+    """Two calibrations 30 ms apart, then an image 10 ms after the first: within the 20 ms slop
+    it takes the first; with no slop, the newest received."""
+    node, probe, _ = ros
+    sequence = probe.sequence
+    zoomed = sequence.intrinsics.copy()
+    zoomed[:2, :2] *= 1.5
+    images = {}
+    for slop, index in ((0.02, 7), (0.0, 9)):
+        assert probe.set_parameter("camera_info_slop_s", slop) == (True, "")
+        base = probe.stamp()
+        for offset, k in ((0, sequence.intrinsics), (30_000_000, zoomed)):
+            probe.camera_info.publish(intrinsics_to_camera_info(k, 160, 120, base + offset, "camera"))
+        def zoom_arrived(base: int = base) -> bool:
+            newest = node._camera_info[CAMERA].for_stamp(base + 30_000_000, 0.0)
+            return newest is not None and newest.k[0] == zoomed[0, 0]
+
+        wait_for(zoom_arrived, 10, "the CameraInfos")
+        images[slop] = base + 10_000_000
+        probe.camera.publish(rgb_to_image_msg(sequence.frame(index).image, images[slop], "camera"))
+        produce_windows(probe, 2)
+    given = {kf.stamp_ns: kf.camera_intrinsics for kf in node.mapper.trajectory()}
+    np.testing.assert_allclose(given[images[0.02]], sequence.intrinsics)
+    np.testing.assert_allclose(given[images[0.0]], zoomed)
+    assert probe.set_parameter("camera_info_slop_s", 0.02) == (True, "")
+
+
 def test_the_sim_clock_going_back_restarts_keyframing(tmp_path: Path) -> None:
     """Under use_sim_time a looping bag moves /clock back: every camera starts a new segment
     (counted, named "clock"); a step back shorter than keyframe.time_jump_s is no jump."""

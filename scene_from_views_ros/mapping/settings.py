@@ -198,6 +198,11 @@ class NodeInputs(Options):
         (), "Optional CameraInfo topics, one per image topic in the same order ('' skips one); their K is "
         "kept with each keyframe.", restart=True,
     )
+    camera_info_slop_s: float = option(
+        0.02, "An image takes the CameraInfo with its stamp, else the nearest within this many seconds "
+        "(approximate time), else the newest received (a camera that publishes its calibration rarely).",
+        unit="s", low=0.0, high=10.0,
+    )
     image_qos: str = option(
         "sensor_data", "QoS of the camera subscriptions: sensor_data (best effort, as camera drivers "
         "publish) or reliable (bag playback, republishers).", choices=IMAGE_QOS_CHOICES, restart=True,

@@ -29,7 +29,7 @@ import os
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +56,7 @@ from ..core.checkpoint import check_checkpoint_reference
 from ..core.errors import SceneFromViewsError
 from ..core.result import PointCloud
 from ..core.signals import signals_interrupt
+from ..io.camera_info_sync import CameraInfoByStamp
 from ..io.messages import (
     UnsupportedEncodingError,
     check_camera_info,
@@ -261,7 +262,7 @@ class SceneFromViewsNode(Node):
         self._rejected: Counter[str] = Counter()  # by kind: image, camera_info
         self._last_rejection = ""
         self._reported: set[tuple[str, str]] = set()
-        self._camera_info: dict[str, CameraInfo] = {}
+        self._camera_info: defaultdict[str, CameraInfoByStamp] = defaultdict(CameraInfoByStamp)
         self._undistorter = Undistorter()  # frames of a camera with lens distortion become pinhole ones
         self.tf_buffer = TransformBuffer(cache_s=TF_CACHE_S)
         self._tf_links = TfLinks(self)
@@ -342,7 +343,8 @@ class SceneFromViewsNode(Node):
         try:
             rgb = compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
             stamp_ns = stamp_to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
-            rgb, intrinsics = self._undistorter.calibrated(rgb, self._camera_info.get(topic))
+            info = self._camera_info[topic].for_stamp(stamp_ns, self._settings.inputs.camera_info_slop_s)
+            rgb, intrinsics = self._undistorter.calibrated(rgb, info)
             self.mapper.add_frame(Frame(rgb, stamp_ns, topic, intrinsics, msg.header.frame_id))
         except Exception as error:  # noqa: BLE001 - no message may stop the node (or lose its map)
             self._reject(topic, "image", error)
@@ -353,7 +355,7 @@ class SceneFromViewsNode(Node):
         except Exception as error:  # noqa: BLE001 - no message may stop the node
             self._reject(topic, "camera_info", error)
             return
-        self._camera_info[image_topic] = msg
+        self._camera_info[image_topic].add(msg, stamp_to_ns(msg.header.stamp))
 
     def _reject(self, topic: str, kind: str, error: Exception) -> None:
         """Count a message the node cannot use; log each reason once per topic (a bad camera
