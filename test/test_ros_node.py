@@ -32,6 +32,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nav_msgs.msg import Odometry
 from nav_msgs.msg import Path as PathMsg
 from rcl_interfaces.msg import Log
 from rcl_interfaces.srv import GetParameters, SetParameters
@@ -125,7 +126,7 @@ class Probe:
             (f"{NODE}/depth/image", Image, WINDOW_QOS), (f"{NODE}/depth/camera_info", CameraInfo, WINDOW_QOS),
             (f"{NODE}/confidence/image", Image, WINDOW_QOS), (f"{NODE}/confidence/camera_info", CameraInfo, WINDOW_QOS),
             (f"{NODE}/path", PathMsg, MAP_CLOUD_QOS),
-            (f"{NODE}/keyframe_poses", PathMsg, WINDOW_QOS),
+            (f"{NODE}/keyframe_poses", PathMsg, WINDOW_QOS), (f"{NODE}/odometry", Odometry, WINDOW_QOS),
             ("/tf", TFMessage, TF_QOS), ("/diagnostics", DiagnosticArray, 10), ("/rosout", Log, latched),
         ]:
             self.node.create_subscription(kind, topic, lambda msg, topic=topic: self._record(topic, msg), qos)

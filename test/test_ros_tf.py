@@ -80,16 +80,18 @@ def drive(node, probe, odometry: bool) -> object:
     return sequence
 
 
-def run_robot(tmp_path: Path, odometry: bool, **params: object) -> tuple[object, dict[str, str], list, list, object]:
+def run_robot(tmp_path: Path, odometry: bool, **params: object) -> tuple[object, dict[str, str], list, list, object, list]:
     """The node with the simulated robot: (sequence, final diagnostics, transforms, each window's
-    new keyframe poses, the final path)."""
+    new keyframe poses, the final path, the ~/odometry messages)."""
     with running_node(["--ros-args", "--params-file", str(robot_params(tmp_path, **params)), "-p", "device:=cpu"]) as (node, probe):
         sequence = drive(node, probe, odometry)
         wait_for(lambda: probe.count(f"{NODE}/keyframe_poses") >= node.mapper.stats.windows_done, 10, "keyframe poses")
         diagnostics = probe.fresh_diagnostics()
+        diagnostics["message"] = next(s.message for a in reversed(probe.messages("/diagnostics")) for s in a.status
+                                      if s.name.startswith("scene_from_views"))
         assert probe.call(probe.save_map, Trigger.Request()).success
         return (sequence, diagnostics, all_transforms(probe, odometry), probe.messages(f"{NODE}/keyframe_poses"),
-                probe.messages(f"{NODE}/path")[-1])
+                probe.messages(f"{NODE}/path")[-1], probe.messages(f"{NODE}/odometry"))
 
 
 def path_scale(sequence, path) -> tuple[float, np.ndarray, np.ndarray]:
@@ -101,7 +103,7 @@ def path_scale(sequence, path) -> tuple[float, np.ndarray, np.ndarray]:
 
 
 def test_map_to_odom_keeps_one_parent_per_frame_and_maps_in_metres(tmp_path: Path) -> None:
-    sequence, diagnostics, transforms, new_keyframes, path = run_robot(tmp_path, odometry=True)
+    sequence, diagnostics, transforms, new_keyframes, path, odometry = run_robot(tmp_path, odometry=True)
     assert (diagnostics["tf_mode"], diagnostics["scale_source"]) == ("map_to_odom", "odometry")
     assert int(diagnostics["scale_pairs"]) >= 3 and float(diagnostics["scale_spread"]) < 0.01
 
@@ -122,6 +124,11 @@ def test_map_to_odom_keeps_one_parent_per_frame_and_maps_in_metres(tmp_path: Pat
     # the map is base_link at the first keyframe: z up as the robot's
     first = new_keyframes[0].poses[0]
     np.testing.assert_allclose(buffer.lookup("map", BASE, stamp_to_ns(first.header.stamp)), np.eye(4), atol=1e-6)
+    # ~/odometry: the base in the map at each new keyframe, as TF has it
+    assert len(odometry) == sum(len(message.poses) for message in new_keyframes)
+    for message in odometry:
+        assert (message.header.frame_id, message.child_frame_id) == ("map", BASE)
+        np.testing.assert_allclose(buffer.lookup("map", BASE, stamp_to_ns(message.header.stamp)), pose_matrix(message.pose.pose), atol=1e-6)
     # metres: the path against the true camera positions (scale 1 within 2%), ATE under 1% of the path
     scale, mapped, truth = path_scale(sequence, path)
     assert abs(scale - 1.0) < 0.02, scale
@@ -148,11 +155,20 @@ def pose_matrix(pose) -> np.ndarray:
 
 @pytest.mark.parametrize("params", [{"scale_source": "none"}, {"scale_min_baseline_m": 1000.0}], ids=["no_source", "no_baseline"])
 def test_without_a_scale_the_map_stays_in_model_units_and_says_so(tmp_path: Path, params: dict[str, object]) -> None:
-    sequence, diagnostics, _, _, path = run_robot(tmp_path, odometry=True, **params)
+    sequence, diagnostics, _, _, path, _ = run_robot(tmp_path, odometry=True, **params)
     assert diagnostics["tf_mode"] == "map_to_odom" and float(diagnostics["scale"]) == 1.0 and int(diagnostics["scale_pairs"]) == 0
     assert abs(path_scale(sequence, path)[0] - 1.0) > 0.1  # the first window's gauge, not metres
     if params.get("scale_source") == "none":
         assert diagnostics["scale_source"] == "none"
+
+
+def test_map_to_odom_without_the_cameras_tf_waits_and_says_which_transform(tmp_path: Path) -> None:
+    """No odometry on TF: nothing is published on /tf, the windows are still mapped, and
+    /diagnostics names the missing transform."""
+    _, diagnostics, transforms, new_keyframes, _, odometry = run_robot(tmp_path, odometry=False, tf_mode="map_to_odom")
+    assert transforms == [] and odometry == [] and len(new_keyframes) >= 4
+    assert diagnostics["tf_mode"] == "waiting for TF"
+    assert f"waits for TF: frame '{CAMERA_FRAME}' is not on /tf or /tf_static" in diagnostics["message"]
 
 
 def test_scale_source_model_needs_a_metric_model() -> None:
@@ -176,9 +192,15 @@ def test_without_odometry_the_map_is_z_up_at_the_first_camera(tmp_path: Path, tf
         wait_for(lambda: probe.count(f"{NODE}/keyframe_poses") >= node.mapper.stats.windows_done, 10, "keyframe poses")
         transforms = all_transforms(probe, odometry=False)
         first = probe.messages(f"{NODE}/keyframe_poses")[0].poses[0]
+        odometry, new_keyframes = probe.messages(f"{NODE}/odometry"), probe.messages(f"{NODE}/keyframe_poses")
         assert probe.fresh_diagnostics()["scale_source"] == "none"
     # the first camera looks along the map's x axis, its image "down" along -z: z is up
     np.testing.assert_allclose(pose_matrix(first.pose), OPTICAL_TO_ROS, atol=1e-9)
+    # ~/odometry without odometry: the camera in the map, as the keyframe poses
+    poses = {stamp_to_ns(p.header.stamp): pose_matrix(p.pose) for message in new_keyframes for p in message.poses}
+    assert len(odometry) == len(poses) and all(message.child_frame_id == CAMERA_FRAME for message in odometry)
+    for message in odometry:
+        np.testing.assert_allclose(pose_matrix(message.pose.pose), poses[stamp_to_ns(message.header.stamp)], atol=1e-9)
     if tf_mode == "none":
         assert transforms == []
         return

@@ -15,7 +15,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose, PoseStamped, TransformStamped
-from nav_msgs.msg import Path
+from nav_msgs.msg import Odometry, Path
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
@@ -133,6 +133,14 @@ def poses_to_transforms(
         _fill_pose(transform.transform.translation, transform.transform.rotation, translation, quaternion)
         transforms.append(transform)
     return transforms
+
+
+def pose_to_odometry(pose: np.ndarray, frame_id: str, child_frame_id: str, stamp_ns: int) -> Odometry:
+    """A 4x4 child-to-frame pose -> nav_msgs/Odometry (no twist; the covariances are zeros: no estimate)."""
+    odometry = Odometry(header=_header(stamp_ns, frame_id), child_frame_id=child_frame_id)
+    translation, quaternion = pose_to_translation_quaternion(np.asarray(pose)[None])
+    _fill_pose(odometry.pose.pose.position, odometry.pose.pose.orientation, translation[0], quaternion[0])
+    return odometry
 
 
 def poses_to_path(poses: Sequence[np.ndarray], stamps_ns: Sequence[int], frame_id: str, stamp_ns: int) -> Path:

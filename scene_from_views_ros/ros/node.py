@@ -12,8 +12,9 @@ said otherwise:
   ~/depth/image and ~/confidence/image (32FC1 per keyframe of the window, frame = the image's
   optical frame, NaN = invalid), each with its camera_info beside it (image_transport's
   naming), ~/path (the newest publish.path_max_poses keyframes), ~/keyframe_poses (the
-  keyframes each window adds), /tf (tf_mode: map -> odom, or map -> camera; keyframe frames
-  with publish.keyframe_frames), /diagnostics.
+  keyframes each window adds), ~/odometry (nav_msgs/Odometry of the base, or without odometry
+  the camera, in the map at each new keyframe; no covariance estimate: zeros), /tf (tf_mode:
+  map -> odom, or map -> camera; keyframe frames with publish.keyframe_frames), /diagnostics.
 Inputs besides the cameras: /tf and /tf_static (the robot's odometry and camera mount).
 Services: ~/reset, ~/save_map (std_srvs/Trigger).  Units are metres with a metric model or
 an odometry scale (scale_source), else the model's ("map units").  No message stops the node: what an input callback cannot use
@@ -38,7 +39,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TransformStamped
-from nav_msgs.msg import Path
+from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import JumpThreshold, TimeJump
@@ -79,6 +80,7 @@ from .conversions import (
     intrinsics_to_camera_info,
     make_pointcloud2,
     make_pointcloud2_from_views,
+    pose_to_odometry,
     poses_to_path,
     poses_to_transforms,
     transform_to_matrix,
@@ -199,6 +201,7 @@ class OutputPublishers:
         self.confidence_info = node.create_publisher(CameraInfo, "~/confidence/camera_info", WINDOW_QOS)
         self.path = node.create_publisher(Path, "~/path", MAP_CLOUD_QOS)
         self.new_keyframes = node.create_publisher(Path, "~/keyframe_poses", WINDOW_QOS)
+        self.odometry = node.create_publisher(Odometry, "~/odometry", WINDOW_QOS)
         self.tf = node.create_publisher(TFMessage, "/tf", TF_QOS)
         self.path_cache = PathCache(path_max_poses)
 
@@ -379,8 +382,10 @@ class SceneFromViewsNode(Node):
             if self.mapper.latest_window is not window:  # a reset came in between
                 return
             started = time.perf_counter()
-            transforms = self._tf_links.place(window, self._settings, self.mapper.metric)
+            transforms, bodies = self._tf_links.place(window, self._settings, self.mapper.metric)
             self.outputs.publish_window(window, self.mapper.map_cloud, self._settings, self._tf_links.map_frame, transforms)
+            for body in bodies:
+                self.outputs.odometry.publish(pose_to_odometry(body.pose, self._settings.frames.map_frame, body.child_frame, body.stamp_ns))
             self._publish_s = time.perf_counter() - started
 
     def _on_tf(self, msg: TFMessage, static: bool) -> None:
@@ -522,6 +527,7 @@ class SceneFromViewsNode(Node):
             "scale": tf.scale,
             "scale_spread": tf.scale_spread,
             "scale_pairs": tf.scale_pairs,
+            "keyframes_without_tf": tf.keyframes_without_tf,
         }
         self.diagnostics_pub.publish(diagnostic_array(
             f"{self.get_name()}: mapping", self._settings.model_type.value, "warn" if problems else "ok",

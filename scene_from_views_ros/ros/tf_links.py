@@ -47,6 +47,15 @@ def camera_frame_of(keyframe: Keyframe, names: FrameNames) -> str:
 
 
 @dataclass
+class BodyPose:
+    """The robot's pose in the map at a keyframe (for nav_msgs/Odometry)."""
+
+    stamp_ns: int
+    child_frame: str
+    pose: np.ndarray
+
+
+@dataclass
 class TfStatus:
     """What /diagnostics reports about TF and scale."""
 
@@ -55,6 +64,7 @@ class TfStatus:
     scale: float = 1.0
     scale_spread: float = float("nan")
     scale_pairs: int = 0
+    keyframes_without_tf: int = 0  # new keyframes whose camera was not in TF (left out of TF and odometry)
     problem: str = ""
 
 
@@ -111,10 +121,12 @@ class TfLinks:
             return names.scale_source
         return "model" if metric else "odometry" if self._mode == "map_to_odom" else "none"
 
-    def place(self, window: WindowInMap, settings: MappingSettings, metric: bool) -> list[TransformStamped]:
-        """Update the map frame with `window` and return its transforms."""
+    def place(self, window: WindowInMap, settings: MappingSettings, metric: bool) -> tuple[list[TransformStamped], list[BodyPose]]:
+        """Update the map frame with `window`; return its transforms and the robot's pose in
+        the map at each new keyframe (base_frame with odometry, else the camera)."""
         names = settings.frames
         with self._lock:
+            self.status.problem = ""  # what this window finds
             if self._origin is None:
                 self._origin = window.keyframes[0]  # the first window's first view: the internal map's origin
             if self._mode is None:
@@ -127,11 +139,30 @@ class TfLinks:
                     try:
                         odom_poses[keyframe.keyframe_id] = self._odom_pose(keyframe, names)
                     except TransformUnavailable as error:
-                        self.status.problem = f"keyframe {keyframe.keyframe_id}: {error}"
+                        self.status.keyframes_without_tf += 1
+                        self.status.problem = f"keyframe {keyframe.keyframe_id} left out of TF: {error}"
                         continue
                     self._odometry.add(keyframe.keyframe_id, pose[:3, 3], odom_poses[keyframe.keyframe_id][:3, 3])
             self._update_scale(names, metric)
-            return self._transforms(new, odom_poses, names, settings.publish.keyframe_frames)
+            return self._transforms(new, odom_poses, names, settings.publish.keyframe_frames), self._bodies(new, odom_poses, names)
+
+    def _bodies(self, new: list[tuple[Keyframe, np.ndarray]], odom_poses: dict[int, np.ndarray], names: FrameNames) -> list[BodyPose]:
+        if not new:
+            return []
+        published = self.map_frame.poses(np.stack([pose for _, pose in new]))
+        bodies = []
+        for (keyframe, _), camera in zip(new, published, strict=True):
+            if self._mode == "map_to_odom":
+                if keyframe.keyframe_id not in odom_poses:
+                    continue
+                try:  # the base in the map: the camera's map pose through the robot's camera mount
+                    base_camera = self.buffer.lookup(names.base_frame, camera_frame_of(keyframe, names), keyframe.stamp_ns)
+                except TransformUnavailable:
+                    continue
+                bodies.append(BodyPose(keyframe.stamp_ns, names.base_frame, camera @ np.linalg.inv(base_camera)))
+            elif self._mode is not None:
+                bodies.append(BodyPose(keyframe.stamp_ns, camera_frame_of(keyframe, names), camera))
+        return bodies
 
     def _update_scale(self, names: FrameNames, metric: bool) -> None:
         source = self._scale_source(names, metric)
