@@ -56,6 +56,13 @@ def all_transforms(probe, odometry: bool) -> list[TransformStamped]:
     return [t for msg in probe.messages("/tf") for t in msg.transforms] + static
 
 
+def settle(node, probe) -> None:
+    """Wait until every placed window's keyframe poses and odometry messages arrived."""
+    wait_for(lambda: probe.count(f"{NODE}/keyframe_poses") >= node.mapper.stats.windows_done, 10, "keyframe poses")
+    keyframes = lambda: sum(len(message.poses) for message in probe.messages(f"{NODE}/keyframe_poses"))  # noqa: E731
+    wait_for(lambda: probe.count(f"{NODE}/odometry") >= keyframes() or node._tf_links.status.problem, 10, "odometry")
+
+
 def drive(node, probe, odometry: bool) -> object:
     """Publish the simulated robot's frames (and, with `odometry`, its TF); returns the sequence."""
     sequence = make_sequence(FRAMES, 160, 120)
@@ -85,7 +92,7 @@ def run_robot(tmp_path: Path, odometry: bool, **params: object) -> tuple[object,
     new keyframe poses, the final path, the ~/odometry messages)."""
     with running_node(["--ros-args", "--params-file", str(robot_params(tmp_path, **params)), "-p", "device:=cpu"]) as (node, probe):
         sequence = drive(node, probe, odometry)
-        wait_for(lambda: probe.count(f"{NODE}/keyframe_poses") >= node.mapper.stats.windows_done, 10, "keyframe poses")
+        settle(node, probe)
         diagnostics = probe.fresh_diagnostics()
         diagnostics["message"] = next(s.message for a in reversed(probe.messages("/diagnostics")) for s in a.status
                                       if s.name.startswith("scene_from_views"))
@@ -189,7 +196,7 @@ def test_without_odometry_the_map_is_z_up_at_the_first_camera(tmp_path: Path, tf
     params = robot_params(tmp_path, tf_mode=tf_mode)
     with running_node(["--ros-args", "--params-file", str(params), "-p", "device:=cpu", "-p", "publish.keyframe_frames:=true"]) as (node, probe):
         drive(node, probe, odometry=False)
-        wait_for(lambda: probe.count(f"{NODE}/keyframe_poses") >= node.mapper.stats.windows_done, 10, "keyframe poses")
+        settle(node, probe)
         transforms = all_transforms(probe, odometry=False)
         first = probe.messages(f"{NODE}/keyframe_poses")[0].poses[0]
         odometry, new_keyframes = probe.messages(f"{NODE}/odometry"), probe.messages(f"{NODE}/keyframe_poses")
