@@ -699,6 +699,26 @@ def test_the_node_gives_each_keyframe_the_calibration_of_its_stamp(ros) -> None:
     assert probe.set_parameter("camera_info_slop_s", 0.02) == (True, "")
 
 
+def test_published_qos_can_be_overridden_as_rclpy_allows(tmp_path: Path) -> None:
+    """qos_overrides.<topic>.publisher.<policy> (rclpy's QoS overriding options) changes an
+    output's profile; the others keep theirs.  The offline tool accepts the same YAML."""
+    params_file = test_params_file(tmp_path)
+    config = yaml.safe_load(params_file.read_text())
+    config["scene_from_views"]["ros__parameters"]["qos_overrides"] = {
+        f"{NODE}/map_cloud": {"publisher": {"durability": "volatile"}}, f"{NODE}/depth/image": {"publisher": {"depth": 3}}}
+    params_file.write_text(yaml.safe_dump(config))
+    with running_node(["--ros-args", "--params-file", str(params_file)]) as (node, _probe):
+        def publisher_qos(topic: str):
+            return next(info.qos_profile for info in node.get_publishers_info_by_topic(topic) if info.node_name == node.get_name())
+
+        assert publisher_qos(f"{NODE}/map_cloud").durability == DurabilityPolicy.VOLATILE
+        assert publisher_qos(f"{NODE}/path").durability == DurabilityPolicy.TRANSIENT_LOCAL
+        assert node.outputs.depth.qos_profile.depth == 3 and node.outputs.confidence.qos_profile.depth == 16  # the graph does not carry depths
+    from scene_from_views_ros.mapping.settings import settings_from_parameters
+
+    assert settings_from_parameters({f"qos_overrides.{NODE}/map_cloud.publisher.depth": 1}).frames.map_frame == "map"
+
+
 def test_the_sim_clock_going_back_restarts_keyframing(tmp_path: Path) -> None:
     """Under use_sim_time a looping bag moves /clock back: every camera starts a new segment
     (counted, named "clock"); a step back shorter than keyframe.time_jump_s is no jump."""

@@ -397,6 +397,8 @@ def settings_from_parameters(params: Mapping[str, Any]) -> MappingSettings:
     optimizer_values: dict[str, Any] = {}
     unknown = []
     for name, value in params.items():
+        if name.startswith("qos_overrides."):  # rclpy's QoS overrides of the node's publishers
+            continue
         if name in FIXED_PARAMETERS:
             group, option_name = FIXED_PARAMETERS[name]
             grouped[group][option_name] = value

@@ -48,6 +48,8 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile
+from rclpy.qos_overriding_options import QoSOverridingOptions, QoSPolicyKind
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
@@ -86,11 +88,11 @@ from .conversions import (
     transform_to_matrix,
 )
 from .params import (
-    ROS_NODE_PARAMETERS,
     Backend,
     BackendRebuilder,
     build_backend,
     declare_node_parameters,
+    is_ros_parameter,
     parameter_values,
 )
 from .qos import DIAGNOSTICS_QOS, MAP_CLOUD_QOS, TF_QOS, TF_STATIC_QOS, WINDOW_QOS, image_qos
@@ -98,6 +100,9 @@ from .tf_buffer import TransformBuffer
 from .tf_links import TfLinks, camera_frame_of, check_scale_source
 
 _SIGNAL_POLL_S = 0.2  # longest wait of the executor, so that a signal is handled promptly
+# The output profiles a user may override (qos_overrides.<topic>.publisher.<policy>).
+QOS_OVERRIDES = QoSOverridingOptions(
+    policy_kinds=(QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.RELIABILITY, QoSPolicyKind.DURABILITY))
 TF_CACHE_S = 60.0  # TF history kept for keyframe lookups (windows finish seconds after their frames)
 MAP_TO_ODOM_PERIOD_S = 0.1  # map -> odom republished at the current time
 
@@ -193,15 +198,21 @@ class OutputPublishers:
     """The node's output topics and the publish step of a window (also used by the bench)."""
 
     def __init__(self, node: Node, path_max_poses: int) -> None:
-        self.map_cloud = node.create_publisher(PointCloud2, "~/map_cloud", MAP_CLOUD_QOS)
-        self.window_cloud = node.create_publisher(PointCloud2, "~/window_cloud", WINDOW_QOS)
-        self.depth = node.create_publisher(Image, "~/depth/image", WINDOW_QOS)
-        self.depth_info = node.create_publisher(CameraInfo, "~/depth/camera_info", WINDOW_QOS)
-        self.confidence = node.create_publisher(Image, "~/confidence/image", WINDOW_QOS)
-        self.confidence_info = node.create_publisher(CameraInfo, "~/confidence/camera_info", WINDOW_QOS)
-        self.path = node.create_publisher(Path, "~/path", MAP_CLOUD_QOS)
-        self.new_keyframes = node.create_publisher(Path, "~/keyframe_poses", WINDOW_QOS)
-        self.odometry = node.create_publisher(Odometry, "~/odometry", WINDOW_QOS)
+        def publisher(kind: type, topic: str, qos: QoSProfile) -> Any:
+            # qos_overrides.<topic>.publisher.<policy> parameters change the profile at start-up,
+            # in place: each publisher gets its own copy of the shared one
+            own = QoSProfile(history=qos.history, depth=qos.depth, reliability=qos.reliability, durability=qos.durability)
+            return node.create_publisher(kind, topic, own, qos_overriding_options=QOS_OVERRIDES)
+
+        self.map_cloud = publisher(PointCloud2, "~/map_cloud", MAP_CLOUD_QOS)
+        self.window_cloud = publisher(PointCloud2, "~/window_cloud", WINDOW_QOS)
+        self.depth = publisher(Image, "~/depth/image", WINDOW_QOS)
+        self.depth_info = publisher(CameraInfo, "~/depth/camera_info", WINDOW_QOS)
+        self.confidence = publisher(Image, "~/confidence/image", WINDOW_QOS)
+        self.confidence_info = publisher(CameraInfo, "~/confidence/camera_info", WINDOW_QOS)
+        self.path = publisher(Path, "~/path", MAP_CLOUD_QOS)
+        self.new_keyframes = publisher(Path, "~/keyframe_poses", WINDOW_QOS)
+        self.odometry = publisher(Odometry, "~/odometry", WINDOW_QOS)
         self.tf = node.create_publisher(TFMessage, "/tf", TF_QOS)
         self.path_cache = PathCache(path_max_poses)
 
@@ -541,7 +552,7 @@ class SceneFromViewsNode(Node):
         the next frame or window; a change that needs a new model (checkpoint, device, ...)
         is built in the background while the current model keeps mapping (map kept)."""
         values = parameter_values(self)
-        values.update((p.name, p.value) for p in parameters if p.name not in ROS_NODE_PARAMETERS)
+        values.update((p.name, p.value) for p in parameters if not is_ros_parameter(p.name))
         try:
             settings = settings_from_parameters(values)
             signature = settings.model_signature()

@@ -39,6 +39,12 @@ from ..optimizers import NO_OPTIMIZER, SceneOptimizerBase
 
 # Parameters every rclpy node has; they are ROS's, not ours to check.
 ROS_NODE_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service"})
+QOS_OVERRIDES_PREFIX = "qos_overrides."  # rclpy's QoS overriding parameters of the published topics
+
+
+def is_ros_parameter(name: str) -> bool:
+    """A parameter rclpy itself declares (sim time, QoS overrides), not one of the node's settings."""
+    return name in ROS_NODE_PARAMETERS or name.startswith(QOS_OVERRIDES_PREFIX)
 
 
 def parameter_descriptor(parameter: Parameter) -> ParameterDescriptor:
@@ -76,7 +82,7 @@ def declare_node_parameters(node: Node) -> MappingSettings:
     model option the model class does not have) and InvalidOptionError for a bad value,
     with the same messages as the offline tool.
     """
-    overrides = _overrides(node)
+    overrides = {name: value for name, value in _overrides(node).items() if not is_ros_parameter(name)}
     model_type = RunOptions.create({"model_type": overrides.get("model_type", RunOptions().model_type)}).model_type
     for parameter in parameters(model_type):
         default = list(parameter.spec.default) if parameter.spec.kind is tuple else parameter.spec.default
@@ -98,7 +104,7 @@ def parameter_values(node: Node) -> dict[str, Any]:
     declared without a value (an empty list, see `_needs_static_type`) reads as []."""
     values = {}
     for name, parameter in node.get_parameters_by_prefix("").items():
-        if name in ROS_NODE_PARAMETERS:
+        if is_ros_parameter(name):
             continue
         unset_array = parameter.type_ == RosParameter.Type.NOT_SET and (
             node.describe_parameter(name).type == RosParameter.Type.STRING_ARRAY.value)
