@@ -699,6 +699,21 @@ def test_the_node_gives_each_keyframe_the_calibration_of_its_stamp(ros) -> None:
     assert probe.set_parameter("camera_info_slop_s", 0.02) == (True, "")
 
 
+def test_a_camera_info_of_another_size_scales_k_and_says_so(ros) -> None:
+    node, probe, _ = ros
+    sequence = probe.sequence
+    doubled = np.diag([2.0, 2.0, 1.0]) @ sequence.intrinsics
+    stamp = probe.stamp()
+    probe.camera_info.publish(intrinsics_to_camera_info(doubled, 320, 240, stamp, "camera"))
+    wait_for(lambda: getattr(node._camera_info[CAMERA].for_stamp(stamp, 0.0), "width", 0) == 320, 10, "the CameraInfo")
+    probe.camera.publish(rgb_to_image_msg(sequence.frame(11).image, stamp, "camera"))
+    produce_windows(probe, 2)
+    given = {kf.stamp_ns: kf.camera_intrinsics for kf in node.mapper.trajectory()}
+    np.testing.assert_allclose(given[stamp], sequence.intrinsics)  # 320x240 calibration scaled to the 160x120 image
+    wait_for(lambda: any("its CameraInfo is for 320x240 images, these are 160x120: K is scaled to them" in log.msg
+                         for log in probe.messages("/rosout")), 10, "the warning")
+
+
 def test_published_qos_can_be_overridden_as_rclpy_allows(tmp_path: Path) -> None:
     """qos_overrides.<topic>.publisher.<policy> (rclpy's QoS overriding options) changes an
     output's profile; the others keep theirs.  The offline tool accepts the same YAML."""

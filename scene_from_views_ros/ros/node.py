@@ -358,10 +358,28 @@ class SceneFromViewsNode(Node):
             rgb = compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
             stamp_ns = stamp_to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
             info = self._camera_info[topic].for_stamp(stamp_ns, self._settings.inputs.camera_info_slop_s)
+            if info is not None and info.width and info.height and (info.width, info.height) != (rgb.shape[1], rgb.shape[0]):
+                self._warn_camera_info_size(topic, (info.width, info.height), (rgb.shape[1], rgb.shape[0]))
             rgb, intrinsics = self._undistorter.calibrated(rgb, info)
             self.mapper.add_frame(Frame(rgb, stamp_ns, topic, intrinsics, msg.header.frame_id))
         except Exception as error:  # noqa: BLE001 - no message may stop the node (or lose its map)
             self._reject(topic, "image", error)
+
+    def _warn_camera_info_size(self, topic: str, info_size: tuple[int, int], image_size: tuple[int, int]) -> None:
+        """A CameraInfo for images of another size: K is scaled to the image (a resized stream);
+        said once per topic and sizes, with the fix when the aspect ratio differs too."""
+        reason = f"camera_info size {info_size}"
+        with self._counts_lock:
+            first = (topic, reason) not in self._reported
+            self._reported.add((topic, reason))
+        if first:
+            (iw, ih), (w, h) = info_size, image_size
+            aspect = abs(iw / ih - w / h) > 0.01 * (w / h)
+            self.get_logger().warning(
+                f"{topic}: its CameraInfo is for {iw}x{ih} images, these are {w}x{h}: K is scaled to them"
+                + ("; the aspect ratio differs (cropped images, or the wrong CameraInfo topic?): publish the CameraInfo of "
+                   "these images" if aspect else "")
+            )
 
     def _on_camera_info(self, msg: CameraInfo, image_topic: str, topic: str) -> None:
         try:
