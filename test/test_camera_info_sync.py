@@ -15,4 +15,14 @@ def test_pairs_by_stamp_then_within_the_slop_then_the_newest() -> None:
     assert infos.for_stamp(2 * S + S // 50, 0.05) == "info 2"  # nearest within 50 ms
     assert infos.for_stamp(2 * S + S // 50, 0.0) == "info 3"  # no slop: the newest received
     infos.add("info 4", 4 * S)
-    assert infos.for_stamp(1 * S, 0.0) == "info 4"  # beyond the history of 3: the newest
+    assert infos.for_stamp(2 * S, 0.0) == "info 4"  # the first received left the history of 3: the newest
+
+
+def test_a_stray_future_stamp_never_pushes_new_calibrations_out() -> None:
+    """Trimming is by arrival: after an info stamped far in the future (or a clock that jumped
+    back), the new ones are still found by their stamps."""
+    infos = CameraInfoByStamp(history=3)
+    infos.add("stray", 10**6 * S)
+    for second in (1, 2, 3):
+        infos.add(f"info {second}", second * S)
+    assert infos.for_stamp(2 * S, 0.0) == "info 2" and infos.for_stamp(3 * S, 0.0) == "info 3"

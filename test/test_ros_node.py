@@ -723,12 +723,12 @@ def test_published_qos_can_be_overridden_as_rclpy_allows(tmp_path: Path) -> None
         f"{NODE}/map_cloud": {"publisher": {"durability": "volatile"}}, f"{NODE}/depth/image": {"publisher": {"depth": 3}}}
     params_file.write_text(yaml.safe_dump(config))
     with running_node(["--ros-args", "--params-file", str(params_file)]) as (node, _probe):
-        def publisher_qos(topic: str):
-            return next(info.qos_profile for info in node.get_publishers_info_by_topic(topic) if info.node_name == node.get_name())
-
-        assert publisher_qos(f"{NODE}/map_cloud").durability == DurabilityPolicy.VOLATILE
-        assert publisher_qos(f"{NODE}/path").durability == DurabilityPolicy.TRANSIENT_LOCAL
-        assert node.outputs.depth.qos_profile.depth == 3 and node.outputs.confidence.qos_profile.depth == 16  # the graph does not carry depths
+        outputs = node.outputs  # the profiles the publishers were created with, after the overrides
+        assert outputs.map_cloud.qos_profile.durability == DurabilityPolicy.VOLATILE
+        assert outputs.path.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL  # the same default, untouched
+        assert outputs.depth.qos_profile.depth == 3 and outputs.confidence.qos_profile.depth == 16
+        graph = [info.qos_profile.durability for info in node.get_publishers_info_by_topic(f"{NODE}/map_cloud")]
+        assert DurabilityPolicy.VOLATILE in graph  # as DDS announces it
     from scene_from_views_ros.mapping.settings import settings_from_parameters
 
     assert settings_from_parameters({f"qos_overrides.{NODE}/map_cloud.publisher.depth": 1}).frames.map_frame == "map"

@@ -3,39 +3,31 @@
 cameras publish an unchanging calibration rarely or with stamps of their own."""
 from __future__ import annotations
 
-import bisect
 import threading
+from collections import deque
 from typing import Any
 
 
 class CameraInfoByStamp:
-    """The recent CameraInfos of one camera, by stamp (thread-safe)."""
+    """The last `history` CameraInfos of one camera in arrival order (thread-safe): a clock
+    that jumps back, or a stray stamp, never pushes the new ones out."""
 
     def __init__(self, history: int = 64) -> None:
-        self._stamps: list[int] = []
-        self._infos: list[Any] = []
-        self._newest: Any | None = None
-        self._history = history
+        self._received: deque[tuple[int, Any]] = deque(maxlen=history)
         self._lock = threading.Lock()
 
     def add(self, info: Any, stamp_ns: int) -> None:
         with self._lock:
-            index = bisect.bisect_left(self._stamps, stamp_ns)
-            if index < len(self._stamps) and self._stamps[index] == stamp_ns:
-                self._infos[index] = info
-            else:
-                self._stamps.insert(index, stamp_ns)
-                self._infos.insert(index, info)
-            del self._stamps[: -self._history], self._infos[: -self._history]
-            self._newest = info
+            self._received.append((stamp_ns, info))
 
     def for_stamp(self, stamp_ns: int, slop_s: float) -> Any | None:
-        """The info stamped `stamp_ns`, else the nearest within `slop_s`, else the newest (None if none yet)."""
+        """The info stamped `stamp_ns` (the newest such), else the nearest within `slop_s`, else
+        the newest received (None if none yet)."""
         with self._lock:
-            if not self._stamps:
+            if not self._received:
                 return None
-            index = bisect.bisect_left(self._stamps, stamp_ns)
-            nearest = min((i for i in (index - 1, index) if 0 <= i < len(self._stamps)), key=lambda i: abs(self._stamps[i] - stamp_ns))
-            if abs(self._stamps[nearest] - stamp_ns) <= slop_s * 1e9:
-                return self._infos[nearest]
-            return self._newest
+            offsets = [abs(stamp - stamp_ns) for stamp, _ in self._received]
+            nearest = min(offsets)
+            if nearest <= slop_s * 1e9:  # among equally near ones, the newest received
+                return self._received[len(offsets) - 1 - offsets[::-1].index(nearest)][1]
+            return self._received[-1][1]
