@@ -41,6 +41,7 @@ setup(
     entry_points={
         "console_scripts": [
             "scene_from_views_node = scene_from_views_ros.ros.node:main",
+            "scene_from_views_lifecycle_node = scene_from_views_ros.ros.node:lifecycle_main",
             "scene_from_views_map = scene_from_views_ros.cli.map:main",
         ],
     },

@@ -36,6 +36,7 @@ from tf2_msgs.msg import TFMessage
 from scene_from_views_ros.mapping.chaining import WindowInMap
 from scene_from_views_ros.mapping.global_map import GlobalMap, MapConfig
 from scene_from_views_ros.mapping.keyframes import Frame, Keyframe
+from scene_from_views_ros.mapping.map_frame import MapFrame
 from scene_from_views_ros.mapping.settings import settings_from_parameters
 from scene_from_views_ros.ros.conversions import make_pointcloud2, make_pointcloud2_from_views, ns_to_stamp
 from scene_from_views_ros.ros.node import OutputPublishers, build_window_messages, window_cloud_masks
@@ -136,12 +137,12 @@ def main() -> None:
 
     def fast_step() -> None:
         """What SceneFromViewsNode._on_window does."""
-        outputs.publish_window(window, global_map.cloud, settings)
+        outputs.publish_window(window, global_map.cloud, settings, MapFrame(), [])
 
     def baseline_step() -> None:
         """The same step with both clouds packed point by point.  (It also runs the vectorised
         window-cloud packing inside build_window_messages: ~10 ms, under 1% of this step.)"""
-        messages = build_window_messages(window, settings, outputs.path_cache)
+        messages = build_window_messages(window, settings, outputs.path_cache, MapFrame(), [])
         messages.window_cloud = baseline_pointcloud2(points, colors, stamp, "map")
         map_cloud = global_map.cloud()
         outputs.publish(messages, baseline_pointcloud2(map_cloud.points, map_cloud.colors, stamp, "map"))
@@ -152,7 +153,7 @@ def main() -> None:
     pack = timed(lambda: make_pointcloud2_from_views(window.points, window.images, masks, stamp, "map"), args.repeats)
     no_map = make_pointcloud2(np.zeros((0, 3)), np.zeros((0, 3)), stamp, "map")
     window_only = timed(lambda: outputs.publish(
-        build_window_messages(window, settings, outputs.path_cache), no_map), args.repeats)
+        build_window_messages(window, settings, outputs.path_cache, MapFrame(), []), no_map), args.repeats)
     snapshot = timed(global_map.cloud, args.repeats)
     map_cloud = global_map.cloud()
     map_pack = timed(lambda: make_pointcloud2(map_cloud.points, map_cloud.colors, stamp, "map"), args.repeats)

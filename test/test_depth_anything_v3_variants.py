@@ -239,7 +239,7 @@ def nested_parameters() -> dict[str, object]:
 
 
 def test_the_node_maps_in_metres_with_nested(tmp_path: Path) -> None:
-    from std_srvs.srv import Trigger
+    from scene_from_views_interfaces.srv import SaveMap
     from test_ros_node import NODE, OVERLAP, WINDOW, model_params_file, produce_windows, running_node, wait_for
 
     params_file = model_params_file(tmp_path, nested_parameters())
@@ -250,7 +250,7 @@ def test_the_node_maps_in_metres_with_nested(tmp_path: Path) -> None:
         points, _ = pointcloud2_to_arrays(probe.messages(f"{NODE}/window_cloud")[-1])
         assert len(points) > 0 and np.isfinite(points).all()
         assert len(node.mapper.trajectory()) >= WINDOW + 2 * (WINDOW - OVERLAP)
-        assert probe.call(probe.save_map, Trigger.Request()).success
+        assert probe.call(probe.save_map, SaveMap.Request()).success
     keyframes = json.loads((tmp_path / "saved" / "keyframes.json").read_text())
     assert keyframes["units"] == "metres"
 

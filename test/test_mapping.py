@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from scene_from_views_ros.core.errors import InvalidOptionError
+from scene_from_views_ros.geometry.pcd import read_pcd
 from scene_from_views_ros.geometry.ply import read_ply
 from scene_from_views_ros.geometry.pointcloud import VoxelAccumulator, confidence_mask, voxel_downsample
 from scene_from_views_ros.geometry.sim3 import (
@@ -37,7 +39,9 @@ from scene_from_views_ros.mapping import (
     write_tum,
 )
 from scene_from_views_ros.mapping.keyframes import Keyframe
-from scene_from_views_ros.mapping.synthetic import SyntheticWindowBackend, make_sequence, trajectory_error
+from scene_from_views_ros.mapping.rig import RigSynchronizer
+from scene_from_views_ros.mapping.settings import settings_from_parameters
+from scene_from_views_ros.mapping.synthetic import SyntheticWindowBackend, make_sequence, trajectory_error, with_rig_camera
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -298,8 +302,12 @@ def small_config(**chain) -> MapperConfig:
 def test_map_and_trajectory_export_round_trip(tmp_path, short_sequence) -> None:
     mapper = SlidingWindowMapper(SyntheticWindowBackend(short_sequence), small_config())
     run_sequence(mapper, short_sequence)
-    ply_path, tum_path = mapper.save(tmp_path / "out")
+    saved = mapper.save(tmp_path / "out", formats=("ply", "pcd", "tum"))
+    ply_path, tum_path = saved["ply"], saved["tum"]
     points, colors = read_ply(ply_path)
+    pcd_points, pcd_colors = read_pcd(saved["pcd"])  # the same cloud as PCD
+    np.testing.assert_array_equal(pcd_points, points)
+    np.testing.assert_array_equal(pcd_colors, colors)
     cloud = mapper.map_cloud()
     assert len(points) == len(cloud) > 1000
     np.testing.assert_array_equal(points, cloud.points)
@@ -506,3 +514,70 @@ def test_the_mapper_does_not_ask_the_model_for_a_fused_cloud(short_sequence) -> 
     for frame in list(short_sequence.frames())[:4]:
         mapper.add_frame(frame)
     assert calls == [{"rgb": True, "as_pointcloud": False, "conf_thres": 10.0}]
+
+
+# ---------------------------------------------------------------- camera rigs
+def rig_frame(camera: str, stamp_ms: float, seed: int = 0) -> Frame:
+    image = np.random.default_rng(seed).integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    return Frame(image, round(stamp_ms * 1e6), camera, frame_id=f"{camera}_optical")
+
+
+def test_rig_frames_pair_within_the_slop_only() -> None:
+    rig = RigSynchronizer(["left", "right"], slop_s=0.005)
+    assert rig.add(rig_frame("left", 0.0)) is None  # waits for the right camera
+    group = rig.add(rig_frame("right", 4.0))
+    assert [(f.camera_id, f.stamp_ns) for f in group] == [("left", 0), ("right", 4_000_000)]
+    assert rig.add(rig_frame("left", 100.0)) is None
+    assert rig.add(rig_frame("right", 106.0)) is None  # 6 ms apart: more than the slop
+    assert rig.add(rig_frame("left", 133.0)) is None  # the right frame of 106 ms is 27 ms away
+    group = rig.add(rig_frame("right", 134.0))
+    assert [f.stamp_ns for f in group] == [133_000_000, 134_000_000] and [f.frame_id for f in group] == ["left_optical", "right_optical"]
+    assert rig.unmatched == 2  # left 100 ms and right 106 ms left without a partner
+    wider = RigSynchronizer(["left", "right"], slop_s=0.01)
+    wider.add(rig_frame("left", 100.0))
+    assert [f.stamp_ns for f in wider.add(rig_frame("right", 106.0))] == [100_000_000, 106_000_000]  # the slop decides
+    with pytest.raises(ValueError, match="not in the rig"):
+        rig.add(rig_frame("third", 0.0))
+
+
+def test_a_rig_capture_is_keyframed_and_dropped_whole() -> None:
+    selector = KeyframeSelector(KeyframeConfig(min_interval_s=0.05, min_change=0.0))
+    group = selector.select_group([rig_frame("left", 0.0), rig_frame("right", 1.0)])
+    assert [k.camera_id for k in group] == ["left", "right"] and group[0].rig_group == group[1].rig_group == group[0].keyframe_id
+    assert selector.select_group([rig_frame("left", 20.0), rig_frame("right", 21.0)]) is None  # the reference camera decides
+    builder = WindowBuilder(WindowConfig(size=4, overlap=2))
+    captures = [selector.select_group([rig_frame("left", 100.0 * i), rig_frame("right", 100.0 * i + 1)]) for i in range(1, 5)]
+    for capture in captures:
+        for keyframe in capture:
+            builder.push(keyframe)
+    window = builder.take()  # 4 pending captures, room for 2: the oldest two captures dropped whole
+    assert [k.keyframe_id for k in window.keyframes] == [k.keyframe_id for capture in captures[2:] for k in capture]
+    assert builder.dropped == 4
+
+
+def test_rig_windows_must_be_multiples_of_the_camera_count() -> None:
+    topics = ["/left/image_raw", "/right/image_raw"]
+    settings = settings_from_parameters({"image_topics": topics, "rig_slop_s": 0.01, "window.size": 6, "window.overlap": 2})
+    assert settings.inputs.rig_slop_s == 0.01
+    with pytest.raises(InvalidOptionError, match=r"window.size \(7\) and window.overlap \(2\) must be multiples of 2"):
+        settings_from_parameters({"image_topics": topics, "rig_slop_s": 0.01, "window.size": 7})
+    settings_from_parameters({"image_topics": topics, "window.size": 7})  # no rig: any size
+
+
+def test_the_mapper_places_a_rig_as_multi_view_keyframes() -> None:
+    sequence = make_sequence(12, 64, 48)
+    first_from_second = np.eye(4)
+    first_from_second[:3, 3] = [0.25, 0.0, 0.0]
+    rig = with_rig_camera(sequence, first_from_second)
+    config = MapperConfig(keyframe=KeyframeConfig(min_change=0.0), window=WindowConfig(size=4, overlap=2))
+    mapper = SlidingWindowMapper(SyntheticWindowBackend(rig, depth_noise=0.0), config)
+    for index in range(len(sequence)):
+        mapper.add_frames([Frame(rig.render(index)[0], int(rig.stamps_ns[index]), "left"),
+                           Frame(rig.render(len(sequence) + index)[0], int(rig.stamps_ns[index]) + 1, "right")])
+    mapper.flush()
+    trajectory = mapper.trajectory()
+    assert [k.camera_id for k in trajectory] == ["left", "right"] * len(sequence)
+    for left, right in zip(trajectory[::2], trajectory[1::2], strict=True):
+        relative = np.linalg.inv(left.pose) @ right.pose  # the rig in the map's units (the first window's gauge)
+        np.testing.assert_allclose(relative[:3, :3], np.eye(3), atol=1e-6)
+        assert relative[0, 3] > 0 and np.allclose(relative[1:3, 3], 0, atol=1e-6)

@@ -344,6 +344,8 @@ SHOWN_ELSEWHERE: dict[str, str | tuple[str, ...]] = {
                                 "test_ros_node.py::test_window_outputs"),
     # The node's own inputs and outputs.
     "camera_info_slop_s": "test_ros_node.py::test_the_node_gives_each_keyframe_the_calibration_of_its_stamp",
+    "rig_slop_s": ("test_ros_tf.py::test_a_camera_rig_maps_each_moment_as_one_multi_view_keyframe",
+                   "test_mapping.py::test_rig_frames_pair_within_the_slop_only"),
     "image_topics": "test_ros_node.py::test_compressed_topic_frames_are_mapped",
     "camera_info_topics": "test_ros_node.py::test_save_map_writes_readable_files",
     "image_qos": "test_ros_node.py::test_options_change_what_the_node_publishes",

@@ -277,15 +277,15 @@ def test_a_failed_write_leaves_the_previous_file(tmp_path: Path, monkeypatch: py
         def __exit__(self, *_: object) -> None:
             self.stream.close()
 
-        def write(self, data: bytes) -> int:
+        def write(self, data: bytes | memoryview) -> int:
             self.writes += 1
             if self.writes > 1:
                 full_disk()
             return self.stream.write(data)
 
-    from scene_from_views_ros.geometry import ply
+    from scene_from_views_ros.core import files  # where write_ply's bytes are written (write_bytes)
 
-    monkeypatch.setattr(ply, "open", FullDisk, raising=False)
+    monkeypatch.setattr(files, "open", FullDisk, raising=False)
     with pytest.raises(OSError, match="No space left"):
         write_ply(path, np.zeros((5, 3)), np.zeros((5, 3), np.uint8))
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["map.ply"]  # no temporary left

@@ -22,6 +22,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -41,12 +42,14 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
+from scene_from_views_interfaces.srv import SaveMap
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from test_reliability import default_signal_handling
 from tf2_msgs.msg import TFMessage
 
+from scene_from_views_ros.geometry.pcd import read_pcd
 from scene_from_views_ros.geometry.ply import read_ply
 from scene_from_views_ros.io.messages import SUPPORTED_ENCODINGS, pointcloud2_to_arrays, stamp_to_ns
 from scene_from_views_ros.mapping.exports import read_tum
@@ -135,7 +138,7 @@ class Probe:
         self.kitchen = self.node.create_publisher(CompressedImage, KITCHEN, reliable)
         self.camera_info = self.node.create_publisher(CameraInfo, CAMERA_INFO, reliable)
         self.reset = self.node.create_client(Trigger, f"{NODE}/reset")
-        self.save_map = self.node.create_client(Trigger, f"{NODE}/save_map")
+        self.save_map = self.node.create_client(SaveMap, f"{NODE}/save_map")
         self.set_parameters = self.node.create_client(SetParameters, f"{NODE}/set_parameters")
         self.get_parameters = self.node.create_client(GetParameters, f"{NODE}/get_parameters")
         self.sequence = make_sequence(64, 160, 120)
@@ -204,12 +207,22 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+def wait_for_inputs(node: Any) -> None:
+    """Until the node's own input subscriptions are matched with the probe's publishers (the
+    probe's matched-subscription count may still include a node of an earlier test that left)."""
+    settings = node.settings.inputs
+    inputs = {CAMERA, KITCHEN, CAMERA_INFO} & {*settings.image_topics, *settings.camera_info_topics}
+    wait_for(lambda: sum(sub.get_publisher_count() > 0 for sub in node.subscriptions if sub.topic_name in inputs) == len(inputs),
+             10, "the node's image and camera_info subscriptions were not matched")
+
+
 @contextlib.contextmanager
-def running_node(cli_args: list[str]) -> Iterator[tuple[SceneFromViewsNode, Probe]]:
-    """The node (started with `cli_args`) and a probe, spun by one executor in a thread."""
+def running_node(cli_args: list[str], node_class: type = SceneFromViewsNode) -> Iterator[tuple[Any, Probe]]:
+    """The node (started with `cli_args`) and a probe, spun by one executor in a thread; a
+    plain node's image subscriptions are discovered first (a lifecycle node has none yet)."""
     context = Context()
     rclpy.init(context=context)
-    node = SceneFromViewsNode(context=context, cli_args=cli_args)
+    node = node_class(context=context, cli_args=cli_args)
     probe = Probe(context)
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(node)
@@ -217,11 +230,12 @@ def running_node(cli_args: list[str]) -> Iterator[tuple[SceneFromViewsNode, Prob
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
-        wait_for(lambda: probe.camera.get_subscription_count() > 0 and probe.kitchen.get_subscription_count() > 0,
-                 10, "the node's image subscriptions were not discovered")
+        if node_class is SceneFromViewsNode:
+            wait_for_inputs(node)
         yield node, probe
     finally:
-        node.close()
+        if getattr(node, "_configured", True):
+            node.close()
         executor.shutdown()
         node.destroy_node()
         probe.node.destroy_node()
@@ -466,10 +480,11 @@ def test_save_map_writes_readable_files(ros) -> None:
 
     _node, probe, tmp_path = ros
     produce_windows(probe, 1)
-    response = probe.call(probe.save_map, Trigger.Request())
+    response = probe.call(probe.save_map, SaveMap.Request())
     assert response.success, response.message
     ply, tum = tmp_path / "saved" / "map.ply", tmp_path / "saved" / "map_trajectory.tum"
     assert str(ply) in response.message
+    assert response.files == [str(tmp_path / "saved" / name) for name in ("map.ply", "map.pcd", "map_trajectory.tum", "keyframes.json")]
     cloud = o3d.io.read_point_cloud(str(ply))
     points = np.asarray(cloud.points)
     assert len(points) > 0 and np.isfinite(points).all() and cloud.has_colors()
@@ -488,14 +503,24 @@ def test_save_map_writes_readable_files(ros) -> None:
     known = [k for k in by_camera[CAMERA] if k is not None]
     assert len(known) >= len(by_camera[CAMERA]) - 1 >= 1 and np.allclose(known[0], probe.sequence.intrinsics)
     assert all(k is None for k in by_camera[KITCHEN])
+    # a folder and formats of the request's choosing: the files listed in the response
+    response = probe.call(probe.save_map, SaveMap.Request(directory=str(tmp_path / "chosen"), formats=["pcd", "tum"]))
+    assert response.success and response.files == [str(tmp_path / "chosen" / "map.pcd"), str(tmp_path / "chosen" / "map_trajectory.tum")]
+    pcd_points, pcd_colors = read_pcd(tmp_path / "chosen" / "map.pcd")
+    assert len(pcd_points) >= len(points) and pcd_colors is not None and sorted(os.listdir(tmp_path / "chosen")) == ["map.pcd", "map_trajectory.tum"]
+    response = probe.call(probe.save_map, SaveMap.Request(directory=str(tmp_path / "other"), formats=["las"]))
+    assert not response.success and "unknown format(s) las: choose from ply, pcd, tum, json" in response.message
+    assert not (tmp_path / "other").exists()
     # a relative map.output_dir lies under $ROS_HOME/scene_from_views, whatever the node's working directory
     ros_home = tmp_path / "ros_home"
     os.environ["ROS_HOME"] = str(ros_home)
     try:
         assert probe.set_parameter("map.output_dir", "relative_maps") == (True, "")
-        response = probe.call(probe.save_map, Trigger.Request())
+        response = probe.call(probe.save_map, SaveMap.Request())
         assert response.success and str(ros_home / "scene_from_views" / "relative_maps" / "map.ply") in response.message
         assert (ros_home / "scene_from_views" / "relative_maps" / "keyframes.json").is_file()
+        response = probe.call(probe.save_map, SaveMap.Request(directory="asked", formats=["json"]))  # relative: the same rule
+        assert response.files == [str(ros_home / "scene_from_views" / "asked" / "keyframes.json")], response.message
         assert not Path("relative_maps").exists()
     finally:
         del os.environ["ROS_HOME"]
@@ -862,3 +887,30 @@ def test_ctrl_c_while_the_node_starts_ends_it_quietly(monkeypatch: pytest.Monkey
     assert node_module.main(["scene_from_views_node"]) == 0
     output = "".join(capfd.readouterr())
     assert "Traceback" not in output and "interrupted while starting" in output
+
+
+def test_a_depth_image_is_published_only_with_a_finite_positive_k() -> None:
+    """A model's K with an infinite or negative focal (a random-weight network, a degenerate
+    field of view) would make depth_image_proc divide by it: that view's depth, confidence and
+    camera_info are left out and counted; the other views are published with their K."""
+    from scene_from_views_ros.mapping.chaining import WindowInMap
+    from scene_from_views_ros.mapping.keyframes import Frame, Keyframe
+    from scene_from_views_ros.mapping.map_frame import MapFrame
+    from scene_from_views_ros.mapping.settings import MappingSettings
+    from scene_from_views_ros.ros.node import PathCache, build_window_messages
+
+    good = np.array([[50.0, 0, 8], [0, 50.0, 6], [0, 0, 1]])
+    infinite, negative = good.copy(), good.copy()
+    infinite[0, 0], negative[1, 1] = np.inf, -50.0
+    views = 3
+    window = WindowInMap(
+        index=0, keyframes=[Keyframe(Frame(np.zeros((12, 16, 3), np.uint8), 10 + view, "camera", frame_id="cam")) for view in range(views)],
+        poses=[np.eye(4)] * views, depths=[np.ones((12, 16), np.float32)] * views,
+        points=[np.ones((12, 16, 3), np.float32)] * views, confidences=[np.full((12, 16), 5.0, np.float32)] * views,
+        images=[np.zeros((12, 16, 3), np.uint8)] * views, intrinsics=[good, infinite, negative],
+        masks=[np.ones((12, 16), bool)] * views, transform=np.eye(4), fit=None, new_views=[0, 1, 2],
+    )
+    messages = build_window_messages(window, MappingSettings(), PathCache(10), MapFrame(), [])
+    assert messages.views_without_intrinsics == 2 and len(messages.depths) == len(messages.confidences) == 1
+    (info,) = messages.camera_infos
+    assert stamp_to_ns(info.header.stamp) == 10 and np.isfinite(info.k).all() and info.k[0] == info.k[4] == 50.0

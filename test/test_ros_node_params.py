@@ -1,14 +1,11 @@
-"""The node's parameters (declared from the option declarations), the launch and RViz files.
+"""The node's parameters (declared from the option declarations) and the RViz file.
 
 Parameter declaration runs on a real rclpy node (descriptors, overrides as ``-p`` arguments
 and YAML files); runtime changes go through a running node's parameter callback, as
-``ros2 param set`` does; the offline tool runs in-process.  The launch file is checked by
-parsing, since `launch`/`launch_ros` are not installable here.
+``ros2 param set`` does; the offline tool runs in-process.
 """
 from __future__ import annotations
 
-import ast
-import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -319,48 +316,7 @@ def test_optimizer_parameters_are_forwarded_and_checked() -> None:
         settings_from_parameters({**TINY_PARAMS, "optimizer.niter": 100})
 
 
-# ---------------------------------------------------------------- launch and RViz files
-def launch_calls() -> dict[str, list[ast.Call]]:
-    tree = ast.parse((REPO_ROOT / "launch" / "scene_from_views.launch.py").read_text())
-    calls: dict[str, list[ast.Call]] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            calls.setdefault(node.func.id, []).append(node)
-    return calls
-
-
-def keyword(call: ast.Call, name: str) -> ast.AST:
-    return next(k.value for k in call.keywords if k.arg == name)
-
-
-def test_launch_file_declares_its_arguments_and_starts_the_node() -> None:
-    calls = launch_calls()
-    arguments = {ast.literal_eval(call.args[0]) for call in calls["DeclareLaunchArgument"]}
-    assert arguments == {"model_type", "image_topic", "params_file", "model_params_file", "use_rviz"}
-    used = {ast.literal_eval(call.args[0]) for call in calls["LaunchConfiguration"]}
-    assert used == arguments
-    nodes = {ast.literal_eval(keyword(call, "executable")): call for call in calls["Node"]}
-    mapper = nodes["scene_from_views_node"]
-    assert ast.literal_eval(keyword(mapper, "name")) == "scene_from_views"
-    assert "scene_from_views_node = scene_from_views_ros.ros.node:main" in (REPO_ROOT / "setup.py").read_text()
-    assert "use_rviz" in ast.unparse(keyword(nodes["rviz2"], "condition"))
-    parameters_source = ast.unparse(keyword(mapper, "parameters")).replace('"', "'")
-    # The shared file, then the model's own, then the launch arguments.
-    assert parameters_source.index("params_file") < parameters_source.index("model_params_file") < parameters_source.index("'model_type'")
-    # A string-array parameter from a substitution needs a list of lists in launch_ros.
-    assert "'image_topics': [[LaunchConfiguration('image_topic')]]" in parameters_source
-    # The model file's default is config/models/<model_type>.yaml, which exists for every model.
-    (default,) = [keyword(call, "default_value") for call in calls["DeclareLaunchArgument"]
-                  if ast.literal_eval(call.args[0]) == "model_params_file"]
-    assert "'config', 'models', [LaunchConfiguration('model_type'), '.yaml']" in ast.unparse(default).replace('"', "'")
-    for model_type in implemented_types():
-        assert (REPO_ROOT / "config" / "models" / f"{model_type.value}.yaml").is_file()
-    source = (REPO_ROOT / "launch" / "scene_from_views.launch.py").read_text()
-    for name in re.findall(r'"(scene_from_views\.(?:yaml|rviz))"', source):
-        assert (REPO_ROOT / "config" / name).is_file()
-    assert 'glob("config/models/*.yaml")' in (REPO_ROOT / "setup.py").read_text()  # installed with the package
-
-
+# ---------------------------------------------------------------- RViz file (the launch file: test_launch_setup.py)
 def test_rviz_config_shows_map_window_path_and_tf_in_the_map_frame() -> None:
     rviz = yaml.safe_load((REPO_ROOT / "config" / "scene_from_views.rviz").read_text())
     manager = rviz["Visualization Manager"]

@@ -16,14 +16,15 @@ import pytest
 import yaml
 from geometry_msgs.msg import TransformStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from std_srvs.srv import Trigger
-from test_ros_node import NODE, running_node, test_params_file, wait_for
+from scene_from_views_interfaces.srv import SaveMap
+from sensor_msgs.msg import CameraInfo, Image
+from test_ros_node import CAMERA, CAMERA_INFO, NODE, running_node, test_params_file, wait_for
 from tf2_msgs.msg import TFMessage
 
 from scene_from_views_ros.geometry.sim3 import umeyama
 from scene_from_views_ros.io.messages import stamp_to_ns
 from scene_from_views_ros.mapping.map_frame import OPTICAL_TO_ROS
-from scene_from_views_ros.mapping.synthetic import SyntheticWindowBackend, make_sequence
+from scene_from_views_ros.mapping.synthetic import SyntheticWindowBackend, make_sequence, with_rig_camera
 from scene_from_views_ros.ros.conversions import (
     intrinsics_to_camera_info,
     poses_to_transforms,
@@ -63,8 +64,9 @@ def settle(node, probe) -> None:
     wait_for(lambda: probe.count(f"{NODE}/odometry") >= keyframes() or node._tf_links.status.problem, 10, "odometry")
 
 
-def drive(node, probe, odometry: bool) -> object:
-    """Publish the simulated robot's frames (and, with `odometry`, its TF); returns the sequence."""
+def drive(node, probe, odometry: bool, lost_frame_from: int = FRAMES) -> object:
+    """Publish the simulated robot's frames (and, with `odometry`, its TF); returns the sequence.
+    From frame `lost_frame_from` on the images name an optical frame that TF does not have."""
     sequence = make_sequence(FRAMES, 160, 120)
     node.mapper.set_reconstructor(SyntheticWindowBackend(sequence, depth_noise=0.0))
     latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -79,8 +81,9 @@ def drive(node, probe, odometry: bool) -> object:
             base = sequence.poses[index] @ np.linalg.inv(BASE_FROM_CAMERA)
             base[:3, 3] *= 1.0 + ODOMETRY_DRIFT
             tf.publish(TFMessage(transforms=poses_to_transforms([base], ODOM, [BASE], [stamp])))
-        probe.camera_info.publish(intrinsics_to_camera_info(sequence.intrinsics, 160, 120, stamp, CAMERA_FRAME))
-        probe.camera.publish(rgb_to_image_msg(sequence.render(index)[0], stamp, CAMERA_FRAME))
+        frame_id = CAMERA_FRAME if index < lost_frame_from else "lost_optical"
+        probe.camera_info.publish(intrinsics_to_camera_info(sequence.intrinsics, 160, 120, stamp, frame_id))
+        probe.camera.publish(rgb_to_image_msg(sequence.render(index)[0], stamp, frame_id))
         wait_for(lambda index=index: node.mapper.stats.frames > index, 10, f"frame {index} at the node")
     assert node.mapper.flush(timeout=60.0)
     wait_for(lambda: node.mapper.stats.windows_done >= 4, 30, "four placed windows")
@@ -96,7 +99,7 @@ def run_robot(tmp_path: Path, odometry: bool, **params: object) -> tuple[object,
         diagnostics = probe.fresh_diagnostics()
         diagnostics["message"] = next(s.message for a in reversed(probe.messages("/diagnostics")) for s in a.status
                                       if s.name.startswith("scene_from_views"))
-        assert probe.call(probe.save_map, Trigger.Request()).success
+        assert probe.call(probe.save_map, SaveMap.Request()).success
         return (sequence, diagnostics, all_transforms(probe, odometry), probe.messages(f"{NODE}/keyframe_poses"),
                 probe.messages(f"{NODE}/path")[-1], probe.messages(f"{NODE}/odometry"))
 
@@ -178,6 +181,23 @@ def test_map_to_odom_without_the_cameras_tf_waits_and_says_which_transform(tmp_p
     assert f"waits for TF: frame '{CAMERA_FRAME}' is not on /tf or /tf_static" in diagnostics["message"]
 
 
+def test_a_camera_frame_missing_from_tf_is_counted_named_and_mapping_goes_on(tmp_path: Path) -> None:
+    """Midway the images name an optical frame TF does not have: those keyframes are mapped but
+    left out of TF and ~/odometry, counted, and /diagnostics names the missing transform."""
+    with running_node(["--ros-args", "--params-file", str(robot_params(tmp_path)), "-p", "device:=cpu"]) as (node, probe):
+        sequence = drive(node, probe, odometry=True, lost_frame_from=FRAMES // 2)
+        settle(node, probe)
+        problem = node._tf_links.status.problem
+        diagnostics = probe.fresh_diagnostics()
+        stamps = [stamp_to_ns(p.header.stamp) for message in probe.messages(f"{NODE}/keyframe_poses") for p in message.poses]
+        odometry = [stamp_to_ns(message.header.stamp) for message in probe.messages(f"{NODE}/odometry")]
+    assert "frame 'lost_optical' is not on /tf or /tf_static" in problem
+    lost_from = int(sequence.stamps_ns[FRAMES // 2])
+    lost = [stamp for stamp in stamps if stamp >= lost_from]
+    assert diagnostics["tf_mode"] == "map_to_odom" and int(diagnostics["keyframes_without_tf"]) == len(lost) >= 4
+    assert int(diagnostics["windows_done"]) >= 4 and odometry == [stamp for stamp in stamps if stamp < lost_from]
+
+
 def test_scale_source_model_needs_a_metric_model() -> None:
     from scene_from_views_ros.core.errors import InvalidOptionError
     from scene_from_views_ros.mapping.settings import FrameNames
@@ -216,3 +236,85 @@ def test_without_odometry_the_map_is_z_up_at_the_first_camera(tmp_path: Path, tf
     # the camera at each new keyframe, and each keyframe's own frame exactly once
     assert set(children) == {CAMERA_FRAME, *keyframe_frames} and len(keyframe_frames) == len(set(keyframe_frames))
     assert children.count(CAMERA_FRAME) == len(keyframe_frames)
+
+
+RIGHT, RIGHT_INFO, RIGHT_FRAME = "/sfv_test/right/image_raw", "/sfv_test/right/camera_info", "right_optical"
+RIG_OFFSET_NS = 4_000_000  # the right camera's shutter 4 ms after the left's
+
+
+def rig_extrinsics() -> np.ndarray:
+    """The right camera in the left one's optical frame: 0.3 m to its right, turned 25 degrees right."""
+    angle = np.radians(25.0)
+    left_from_right = np.eye(4)
+    left_from_right[:3, :3] = [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+    left_from_right[:3, 3] = [0.3, 0.0, 0.0]
+    return left_from_right
+
+
+def test_a_camera_rig_maps_each_moment_as_one_multi_view_keyframe(tmp_path: Path) -> None:
+    """Two cameras (left and right, rig extrinsics on /tf_static, right stamped 4 ms later, each
+    with its own CameraInfo): each moment is one two-view keyframe, windows never split it, each
+    view keeps its camera's frame and calibration, and TF places both cameras through the rig."""
+    left_from_right = rig_extrinsics()
+    left = make_sequence(FRAMES, 160, 120)
+    sequence = with_rig_camera(left, left_from_right, RIG_OFFSET_NS)
+    right_intrinsics = sequence.intrinsics + np.array([[4.0, 0, 2.0], [0, 4.0, -1.0], [0, 0, 0]])  # its own calibration
+    params = robot_params(tmp_path, image_topics=[CAMERA, RIGHT], camera_info_topics=[CAMERA_INFO, RIGHT_INFO], rig_slop_s=0.01)
+    mounts = [BASE_FROM_CAMERA, BASE_FROM_CAMERA @ left_from_right]
+    with running_node(["--ros-args", "--params-file", str(params), "-p", "device:=cpu"]) as (node, probe):
+        node.mapper.set_reconstructor(SyntheticWindowBackend(sequence, depth_noise=0.0))
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        right, right_info = probe.node.create_publisher(Image, RIGHT, reliable), probe.node.create_publisher(CameraInfo, RIGHT_INFO, reliable)
+        tf = probe.node.create_publisher(TFMessage, "/tf", 100)
+        latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        probe.node.create_publisher(TFMessage, "/tf_static", latched).publish(
+            TFMessage(transforms=poses_to_transforms(mounts, BASE, [CAMERA_FRAME, RIGHT_FRAME], [0, 0])))
+        wait_for(lambda: {CAMERA_FRAME, RIGHT_FRAME} <= set(node.tf_buffer.frames()), 10, "the rig on /tf_static")
+        wait_for(lambda: all(sub.get_publisher_count() for sub in node.subscriptions if sub.topic_name in (RIGHT, RIGHT_INFO)), 10, "right")
+        for index in range(FRAMES):
+            stamp = int(left.stamps_ns[index])
+            base = left.poses[index] @ np.linalg.inv(BASE_FROM_CAMERA)
+            base[:3, 3] *= 1.0 + ODOMETRY_DRIFT
+            tf.publish(TFMessage(transforms=poses_to_transforms([base, base], ODOM, [BASE, BASE], [stamp, stamp + RIG_OFFSET_NS])))
+            probe.camera_info.publish(intrinsics_to_camera_info(sequence.intrinsics, 160, 120, stamp, CAMERA_FRAME))
+            probe.camera.publish(rgb_to_image_msg(sequence.render(index)[0], stamp, CAMERA_FRAME))
+            right_info.publish(intrinsics_to_camera_info(right_intrinsics, 160, 120, stamp + RIG_OFFSET_NS, RIGHT_FRAME))
+            right.publish(rgb_to_image_msg(sequence.render(FRAMES + index)[0], stamp + RIG_OFFSET_NS, RIGHT_FRAME))
+            wait_for(lambda index=index: node.mapper.stats.frames >= 2 * (index + 1), 10, f"rig frame {index} at the node")
+        assert node.mapper.flush(timeout=60.0)
+        wait_for(lambda: node.mapper.stats.windows_done >= 4, 30, "four placed windows")
+        settle(node, probe)
+        diagnostics = probe.fresh_diagnostics()
+        trajectory = node.mapper.trajectory()
+        transforms = [t for msg in probe.messages("/tf") for t in msg.transforms]
+        new_keyframes, depth_infos = probe.messages(f"{NODE}/keyframe_poses"), probe.messages(f"{NODE}/depth/camera_info")
+        assert probe.call(probe.save_map, SaveMap.Request()).success
+    assert diagnostics["scale_source"] == "odometry" and int(diagnostics["rig_frames_unmatched"]) == 0
+    # one two-view keyframe per moment: left then right, 4 ms apart, never split by a window
+    assert len(trajectory) >= 8 and len(trajectory) % 2 == 0
+    for first, second in zip(trajectory[::2], trajectory[1::2], strict=True):
+        assert (first.camera_id, second.camera_id) == (CAMERA, RIGHT)
+        assert second.stamp_ns - first.stamp_ns == RIG_OFFSET_NS and first.window_index == second.window_index
+        np.testing.assert_allclose(first.camera_intrinsics, sequence.intrinsics)  # each camera's own CameraInfo
+        np.testing.assert_allclose(second.camera_intrinsics, right_intrinsics)
+    assert {info.header.frame_id for info in depth_infos} == {CAMERA_FRAME, RIGHT_FRAME}
+    # one parent per frame; map -> odom -> base_link -> each camera is that camera's keyframe pose
+    parents: dict[str, set[str]] = {}
+    for transform in transforms:
+        parents.setdefault(transform.child_frame_id, set()).add(transform.header.frame_id)
+    assert parents == {ODOM: {"map"}, BASE: {ODOM}}
+    buffer = TransformBuffer(cache_s=1e9)
+    for transform in transforms:
+        buffer.add(transform.header.frame_id, transform.child_frame_id, stamp_to_ns(transform.header.stamp),
+                   transform_to_matrix(transform.transform), static=False)
+    for mount, frame in zip(mounts, (CAMERA_FRAME, RIGHT_FRAME), strict=True):
+        buffer.add(BASE, frame, 0, mount, static=True)
+    poses = {stamp_to_ns(p.header.stamp): pose_matrix(p.pose) for message in new_keyframes for p in message.poses}
+    for keyframe in trajectory:
+        frame = CAMERA_FRAME if keyframe.camera_id == CAMERA else RIGHT_FRAME
+        np.testing.assert_allclose(buffer.lookup("map", frame, keyframe.stamp_ns), poses[keyframe.stamp_ns], atol=1e-6)
+    # in the map (metres), the right camera sits where the rig puts it: within the odometry's 0.3% drift
+    for first, second in zip(trajectory[::2], trajectory[1::2], strict=True):
+        relative = np.linalg.inv(poses[first.stamp_ns]) @ poses[second.stamp_ns]
+        np.testing.assert_allclose(relative[:3, :3], left_from_right[:3, :3], atol=1e-6)
+        np.testing.assert_allclose(relative[:3, 3], left_from_right[:3, 3], atol=0.01 * 0.3)

@@ -3,8 +3,11 @@ distributions, against a checkout of ros/rosdistro, and record the verdicts.
 
 A key resolves when it is a package released in the distribution (`<distro>/distribution.yaml`)
 or a rosdep rule (`rosdep/base.yaml`, `rosdep/python.yaml`) with an installer for Ubuntu Noble,
-the platform of Jazzy and Kilted (apt packages, or pip for the `-pip` keys).  Only the verdicts
-for our keys are written (test/data/rosdep_keys.json, with the rosdistro commit and its date);
+the platform of Jazzy and Kilted (apt packages, or pip for the `-pip` keys).  Keys that name a
+package of this repository (the interface package under interfaces/) are left out: they are
+built from source beside ours, so rosdep skips them as it skips every package of the paths it
+is given (`rosdep install --from-paths <paths> --ignore-src`).  Only the verdicts for our keys
+are written (test/data/rosdep_keys.json, with the rosdistro commit and its date);
 test/test_package.py checks package.xml against them, so a new key fails CI until it is checked
 here.
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -28,6 +32,8 @@ KEYS_FILE = REPO / "test" / "data" / "rosdep_keys.json"
 DISTRIBUTIONS = ("jazzy", "kilted")
 PLATFORM = ("ubuntu", "noble")
 DEPENDENCY_TAGS = ("buildtool_depend", "build_depend", "exec_depend", "depend", "test_depend", "build_export_depend")
+# Files that make colcon, ament and catkin_pkg skip a folder (and everything below it).
+IGNORE_MARKERS = ("COLCON_IGNORE", "AMENT_IGNORE", "CATKIN_IGNORE")
 
 
 def package_keys(package_xml: Path = REPO / "package.xml") -> list[str]:
@@ -35,6 +41,31 @@ def package_keys(package_xml: Path = REPO / "package.xml") -> list[str]:
     root = ET.parse(package_xml).getroot()
     keys = [element.text.strip() for tag in DEPENDENCY_TAGS for element in root.iter(tag) if element.text]
     return list(dict.fromkeys(keys))
+
+
+def workspace_packages(root: Path = REPO) -> dict[str, Path]:
+    """The packages of this repository other than the root one, by name: every package.xml
+    below `root` outside hidden folders and folders with an ignore marker (colcon writes one
+    into its build, install and log folders; scripts/tf2_msgs has one, as it is built into the
+    venv only)."""
+    root_name = (ET.parse(root / "package.xml").getroot().findtext("name") or "").strip()
+    found = {}
+    for folder, subfolders, files in os.walk(root):
+        if any(marker in files for marker in IGNORE_MARKERS):
+            subfolders.clear()
+            continue
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        if "package.xml" in files:
+            name = (ET.parse(Path(folder) / "package.xml").getroot().findtext("name") or "").strip()
+            if name and name != root_name:
+                found[name] = Path(folder)
+    return found
+
+
+def rosdep_keys(package_xml: Path = REPO / "package.xml") -> list[str]:
+    """The keys of package.xml that rosdep must resolve: all but this repository's own packages."""
+    own = workspace_packages()
+    return [key for key in package_keys(package_xml) if key not in own]
 
 
 def released_packages(distribution: dict[str, Any]) -> set[str]:
@@ -87,7 +118,7 @@ def main() -> int:
     parser.add_argument("rosdistro", type=Path, help="a checkout of https://github.com/ros/rosdistro")
     parser.add_argument("--write", action="store_true", help=f"record the verdicts in {KEYS_FILE.relative_to(REPO)}")
     args = parser.parse_args()
-    keys = package_keys()
+    keys = rosdep_keys()
     found = verdicts(args.rosdistro, keys)
     unresolved = sorted({key for distro in found.values() for key, verdict in distro.items() if verdict == "unresolved"})
     print(json.dumps(found, indent=1))

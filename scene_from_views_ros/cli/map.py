@@ -384,8 +384,8 @@ def run(args: argparse.Namespace) -> int:
         warnings=dict(source.warnings),
     )
     if stats.windows_done:
-        ply, tum = mapper.save(out)
-        summary.outputs.update(map=str(ply), trajectory=str(tum))
+        saved = mapper.save(out)
+        summary.outputs.update(map=str(saved["ply"]), trajectory=str(saved["tum"]))
         summary.outputs["keyframes"] = str(outputs.write_keyframes_json(trajectory, settings.frames, metric))
         if bag_path is not None:
             from ..io.bag_writer import write_map_bag

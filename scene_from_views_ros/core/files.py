@@ -81,6 +81,17 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return path
 
 
+def write_bytes(path: str | os.PathLike[str], *chunks: bytes | memoryview | np.ndarray) -> Path:
+    """Write `chunks` one after another to `path` atomically; returns the path.  A chunk may be
+    a C-contiguous numpy array (a structured array of records), written as its raw bytes
+    without a copy."""
+    path = Path(path)
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+        for chunk in chunks:
+            stream.write(chunk.data if isinstance(chunk, np.ndarray) else chunk)
+    return path
+
+
 def _finite(value: Any, counter: list[int]) -> Any:
     if isinstance(value, dict):
         return {key: _finite(item, counter) for key, item in value.items()}

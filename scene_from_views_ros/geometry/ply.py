@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.files import atomic_path
+from ..core.files import write_bytes
 
 _VERTEX_DTYPE = np.dtype(
     [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
@@ -34,10 +34,7 @@ def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = 
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
-        stream.write(header.encode("ascii"))
-        stream.write(vertices.tobytes())
-    return path
+    return write_bytes(path, header.encode("ascii"), vertices)
 
 
 def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

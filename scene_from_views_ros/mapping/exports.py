@@ -1,4 +1,4 @@
-"""Writing the map to disk: the cloud as PLY, the keyframe trajectory in TUM format.
+"""Writing the map to disk: the cloud as PLY and PCD, the keyframe trajectory in TUM format.
 
 TUM format (one pose per line, what evo and the TUM RGB-D tools read):
 ``timestamp tx ty tz qx qy qz qw`` with the timestamp in seconds and the pose camera-to-map.
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import write_text
+from ..geometry.pcd import write_pcd
 from ..geometry.ply import write_ply
 from ..geometry.sim3 import pose_to_translation_quaternion, quaternion_to_rotation
 from .global_map import GlobalMap
@@ -53,9 +54,17 @@ def read_tum(path: str | Path) -> tuple[list[int], list[np.ndarray]]:
     return stamps, poses
 
 
-def save_map(global_map: GlobalMap, output_dir: str | Path, prefix: str = "map", map_frame: MapFrame | None = None) -> tuple[Path, Path]:
-    """Write `<prefix>.ply` (map cloud) and `<prefix>_trajectory.tum` (keyframes) into
-    `output_dir`, in `map_frame` (the node's published map) or the mapper's own frame."""
+MAP_FORMATS = ("ply", "pcd", "tum")  # what `save_map` writes: <prefix>.ply, <prefix>.pcd, <prefix>_trajectory.tum
+
+
+def save_map(global_map: GlobalMap, output_dir: str | Path, prefix: str = "map", map_frame: MapFrame | None = None,
+             formats: tuple[str, ...] = ("ply", "tum")) -> dict[str, Path]:
+    """Write the map cloud (`<prefix>.ply`, `<prefix>.pcd`) and the keyframes
+    (`<prefix>_trajectory.tum`), those of `formats`, into `output_dir`, in `map_frame` (the
+    node's published map) or the mapper's own frame.  Returns the path of each format."""
+    unknown = sorted(set(formats) - set(MAP_FORMATS))
+    if unknown:
+        raise ValueError(f"unknown map format(s) {', '.join(unknown)}; choose from {', '.join(MAP_FORMATS)}")
     output_dir = Path(output_dir)
     cloud = global_map.cloud()
     trajectory = global_map.trajectory()
@@ -63,6 +72,9 @@ def save_map(global_map: GlobalMap, output_dir: str | Path, prefix: str = "map",
     points = cloud.points
     if map_frame is not None:
         poses, points = map_frame.poses(poses), map_frame.points(points)
-    ply_path = write_ply(output_dir / f"{prefix}.ply", points, cloud.colors)
-    tum_path = write_tum(output_dir / f"{prefix}_trajectory.tum", [keyframe.stamp_ns for keyframe in trajectory], list(poses))
-    return ply_path, tum_path
+    writers = {
+        "ply": lambda: write_ply(output_dir / f"{prefix}.ply", points, cloud.colors),
+        "pcd": lambda: write_pcd(output_dir / f"{prefix}.pcd", points, cloud.colors),
+        "tum": lambda: write_tum(output_dir / f"{prefix}_trajectory.tum", [keyframe.stamp_ns for keyframe in trajectory], list(poses)),
+    }
+    return {name: writers[name]() for name in MAP_FORMATS if name in formats}

@@ -43,11 +43,13 @@ _keyframe_ids = itertools.count()
 
 @dataclass
 class Keyframe:
-    """A selected frame with a run-unique id (ids grow with arrival order)."""
+    """A selected frame with a run-unique id (ids grow with arrival order); the keyframes of one
+    rig capture share `rig_group` (the id of its first), which windows never split."""
 
     frame: Frame
     keyframe_id: int = field(default_factory=lambda: next(_keyframe_ids))
     thumbnail: np.ndarray | None = field(default=None, repr=False)
+    rig_group: int | None = None
 
     @property
     def image(self) -> np.ndarray:
@@ -146,3 +148,15 @@ class KeyframeSelector:
         self._last_by_camera[frame.camera_id] = keyframe
         self._last_stamp_ns = frame.stamp_ns
         return keyframe
+
+    def select_group(self, frames: list[Frame]) -> list[Keyframe] | None:
+        """A rig's synchronised frames (or one frame): all become keyframes together when the
+        first (the rig's reference camera) passes the test, else none does."""
+        first = self.select(frames[0])
+        if first is None or len(frames) == 1:
+            return None if first is None else [first]
+        group = [first] + [Keyframe(frame=frame, thumbnail=grey_thumbnail(frame.image, self.config.thumbnail_width)) for frame in frames[1:]]
+        for keyframe in group:
+            keyframe.rig_group = first.keyframe_id
+            self._last_by_camera[keyframe.camera_id] = keyframe
+        return group

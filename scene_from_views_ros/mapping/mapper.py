@@ -166,20 +166,28 @@ class SlidingWindowMapper:
         """Offer a frame; returns True if it became a keyframe.  In synchronous mode a due
         window is reconstructed before returning.  Raises InvalidImageError for a frame the
         model cannot take (e.g. too elongated to resize), before it reaches a window."""
+        return self.add_frames([frame])
+
+    def add_frames(self, frames: list[Frame]) -> bool:
+        """Offer a camera rig's synchronised frames (`RigSynchronizer`), or one frame: they
+        become keyframes together, as one multi-view keyframe that no window splits, or not at
+        all.  A time jump back restarts keyframing for the frame's camera (a rig: every camera)."""
         if self._check_image is not None:
-            self._check_image(frame.image)
+            for frame in frames:
+                self._check_image(frame.image)
         with self._lock:
-            self._stats.frames += 1
-            jump_s = self.selector.time_jump_s(frame)
+            self._stats.frames += len(frames)
+            jump_s = self.selector.time_jump_s(frames[0])
         if jump_s is not None:
-            self._start_segment(frame.camera_id, jump_s)
+            self._start_segment(frames[0].camera_id if len(frames) == 1 else None, jump_s)
         with self._lock:
-            keyframe = self.selector.select(frame)
+            group = self.selector.select_group(frames)
             self._stats.frames_out_of_order = self.selector.out_of_order
-            if keyframe is None:
+            if group is None:
                 return False
-            self._stats.keyframes += 1
-            self.builder.push(keyframe)
+            self._stats.keyframes += len(group)
+            for keyframe in group:
+                self.builder.push(keyframe)
             self._lock.notify_all()
         if self._thread is None:
             self._run_due(force=False)
@@ -308,10 +316,11 @@ class SlidingWindowMapper:
                 map_points=len(self.map),
             )
 
-    def save(self, output_dir: str | Path, prefix: str = "map", map_frame: MapFrame | None = None) -> tuple[Path, Path]:
-        """Write the map cloud (PLY) and keyframe trajectory (TUM) into `output_dir` (in
-        `map_frame`, else the mapper's own frame)."""
-        return save_map(self.map, output_dir, prefix, map_frame)
+    def save(self, output_dir: str | Path, prefix: str = "map", map_frame: MapFrame | None = None,
+             formats: tuple[str, ...] = ("ply", "tum")) -> dict[str, Path]:
+        """Write the map cloud (PLY, PCD) and keyframe trajectory (TUM), those of `formats`,
+        into `output_dir` (in `map_frame`, else the mapper's own frame); the path of each."""
+        return save_map(self.map, output_dir, prefix, map_frame, formats)
 
     # ---- processing --------------------------------------------------------------------
     def _work(self) -> None:

@@ -203,6 +203,13 @@ class NodeInputs(Options):
         "(approximate time), else the newest received (a camera that publishes its calibration rarely).",
         unit="s", low=0.0, high=10.0,
     )
+    rig_slop_s: float = option(
+        0.0, "Camera rig: > 0 groups the images of all image_topics whose stamps lie within this many seconds "
+        "(approximate time) into one multi-view keyframe that windows never split (window.size and "
+        "window.overlap then multiples of the camera count); each view keeps its camera's frame_id and "
+        "CameraInfo, and the rig's extrinsics come from TF. 0 = every camera keyframed on its own.",
+        unit="s", low=0.0, high=1.0, restart=True,
+    )
     image_qos: str = option(
         "sensor_data", "QoS of the camera subscriptions: sensor_data (best effort, as camera drivers "
         "publish) or reliable (bag playback, republishers).", choices=IMAGE_QOS_CHOICES, restart=True,
@@ -323,9 +330,10 @@ class MappingSettings:
     def output_dir(self) -> str:
         return self.output.output_dir
 
-    def node_output_dir(self) -> Path:
-        """map.output_dir for the node: a relative path lies under $ROS_HOME/scene_from_views."""
-        path = Path(self.output.output_dir).expanduser()
+    def node_output_dir(self, directory: str = "") -> Path:
+        """The node's folder `directory` (default map.output_dir): a relative path lies under
+        $ROS_HOME/scene_from_views."""
+        path = Path(directory or self.output.output_dir).expanduser()
         if path.is_absolute():
             return path
         return Path(os.environ.get("ROS_HOME") or Path.home() / ".ros").expanduser() / "scene_from_views" / path
@@ -437,11 +445,24 @@ def settings_from_parameters(params: Mapping[str, Any]) -> MappingSettings:
         chain=chain.changed(metric=True) if model_cls.is_metric else chain,
     )
     model.check_window(mapper.window.size)
+    inputs = built(NodeInputs)
+    _check_rig_windows(inputs, mapper.window)
     return MappingSettings(
         run=run, model=model, optimizer=optimizer, optimizer_kwargs=dict(optimizer_values),
-        inputs=built(NodeInputs), frames=built(FrameNames), mapper=mapper, output=built(OutputConfig),
+        inputs=inputs, frames=built(FrameNames), mapper=mapper, output=built(OutputConfig),
         publish=built(PublishConfig), given=frozenset(params),
     )
+
+
+def _check_rig_windows(inputs: NodeInputs, window: WindowConfig) -> None:
+    """A rig's keyframes come in groups of one view per camera, which windows never split."""
+    cameras = len(inputs.image_topics)
+    if inputs.rig_slop_s > 0 and cameras > 1 and (window.size % cameras or window.overlap % cameras):
+        raise InvalidOptionError(
+            f"rig_slop_s={inputs.rig_slop_s} makes the {cameras} cameras of image_topics one multi-view keyframe: "
+            f"window.size ({window.size}) and window.overlap ({window.overlap}) must be multiples of {cameras}, e.g. "
+            f"window.size {cameras * max(2, window.size // cameras)} and window.overlap {cameras}"
+        )
 
 
 def flatten_parameters(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -217,6 +217,15 @@ def make_sequence(
     return SyntheticSequence(default_scene(seed), poses, stamps, intrinsics, width, height)
 
 
+def with_rig_camera(sequence: SyntheticSequence, first_from_second: np.ndarray, stamp_offset_ns: int = 0) -> SyntheticSequence:
+    """`sequence` plus a second camera rigidly mounted at `first_from_second` (4x4, the second
+    camera in the first's optical frame), stamped `stamp_offset_ns` later: frames 0..N-1 are
+    the first camera's, N..2N-1 the second's, so one backend recognises both."""
+    poses = np.concatenate([sequence.poses, sequence.poses @ first_from_second])
+    stamps = np.concatenate([sequence.stamps_ns, sequence.stamps_ns + stamp_offset_ns])
+    return SyntheticSequence(sequence.scene, poses, stamps, sequence.intrinsics, sequence.width, sequence.height)
+
+
 class SyntheticWindowBackend:
     """A stand-in model returning the true geometry of a window in its own random gauge.
 

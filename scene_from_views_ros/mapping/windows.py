@@ -96,9 +96,13 @@ class WindowBuilder:
         return len(self._pending)
 
     def _trim(self) -> None:
+        """Drop the oldest pending keyframes over capacity, a rig capture always whole."""
         while len(self._pending) > self.capacity:
-            self._pending.popleft()
+            group = self._pending.popleft().rig_group
             self.dropped += 1
+            while group is not None and self._pending and self._pending[0].rig_group == group:
+                self._pending.popleft()
+                self.dropped += 1
 
     def push(self, keyframe: Keyframe) -> None:
         """Queue a new keyframe, dropping the oldest pending one if the queue is full."""

@@ -16,7 +16,8 @@ said otherwise:
   the camera, in the map at each new keyframe; no covariance estimate: zeros), /tf (tf_mode:
   map -> odom, or map -> camera; keyframe frames with publish.keyframe_frames), /diagnostics.
 Inputs besides the cameras: /tf and /tf_static (the robot's odometry and camera mount).
-Services: ~/reset, ~/save_map (std_srvs/Trigger).  Units are metres with a metric model or
+Services: ~/reset (std_srvs/Trigger), ~/save_map (scene_from_views_interfaces/SaveMap: a folder
+and formats).  With rig_slop_s the cameras' images of one moment are one multi-view keyframe.  Units are metres with a metric model or
 an odometry scale (scale_source), else the model's ("map units").  No message stops the node: what an input callback cannot use
 is dropped, logged once per topic and reason, and counted in /diagnostics.  However it ends
 (Ctrl-C, SIGTERM, SIGHUP) the node finishes the window in flight and saves its map
@@ -27,6 +28,7 @@ and the map).
 from __future__ import annotations
 
 import os
+import pathlib
 import sys
 import threading
 import time
@@ -46,11 +48,17 @@ from rclpy.clock import JumpThreshold, TimeJump
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
 from rclpy.qos import QoSProfile
 from rclpy.qos_overriding_options import QoSOverridingOptions, QoSPolicyKind
+from rclpy.service import Service
 from rclpy.signals import SignalHandlerOptions
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
+from scene_from_views_interfaces.srv import SaveMap
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
@@ -71,9 +79,11 @@ from ..io.messages import (
 from ..io.outputs import write_keyframes_json
 from ..io.undistort import Undistorter
 from ..mapping.chaining import WindowInMap
+from ..mapping.exports import MAP_FORMATS
 from ..mapping.keyframes import Frame
 from ..mapping.map_frame import MapFrame
 from ..mapping.mapper import SlidingWindowMapper
+from ..mapping.rig import RigSynchronizer
 from ..mapping.settings import DEFAULT_NODE_NAME, MappingSettings, read_yaml_file, settings_from_parameters
 from ..mapping.windows import Window
 from .conversions import (
@@ -103,6 +113,7 @@ _SIGNAL_POLL_S = 0.2  # longest wait of the executor, so that a signal is handle
 # The output profiles a user may override (qos_overrides.<topic>.publisher.<policy>).
 QOS_OVERRIDES = QoSOverridingOptions(
     policy_kinds=(QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.RELIABILITY, QoSPolicyKind.DURABILITY))
+SAVE_FORMATS = (*MAP_FORMATS, "json")  # what ~/save_map writes (json: keyframes.json, poses and intrinsics)
 TF_CACHE_S = 60.0  # TF history kept for keyframe lookups (windows finish seconds after their frames)
 MAP_TO_ODOM_PERIOD_S = 0.1  # map -> odom republished at the current time
 
@@ -118,6 +129,7 @@ class WindowMessages:
     transforms: TFMessage
     new_keyframes: Path
     path: Path
+    views_without_intrinsics: int = 0  # views whose depth was not published: the model's K was not finite and positive
 
 
 def window_cloud_masks(window: WindowInMap, min_confidence: float, stride: int) -> list[np.ndarray]:
@@ -162,6 +174,11 @@ def window_stamp_ns(window: WindowInMap) -> int:
     return max(keyframe.stamp_ns for keyframe in window.keyframes)
 
 
+def usable_intrinsics(k: np.ndarray) -> bool:
+    """A K that CameraInfo users can divide by: finite, with positive focal lengths."""
+    return bool(np.isfinite(k).all() and k[0, 0] > 0 and k[1, 1] > 0)
+
+
 def build_window_messages(window: WindowInMap, settings: MappingSettings, path_cache: PathCache, map_frame: MapFrame,
                           transforms: list[TransformStamped]) -> WindowMessages:
     """Turn a placed window and the trajectory into messages in the published map frame
@@ -174,8 +191,12 @@ def build_window_messages(window: WindowInMap, settings: MappingSettings, path_c
         window_cloud_masks(window, min_confidence, stride), stamp_ns, names.map_frame,
     )
     depths, confidences, camera_infos = [], [], []
+    without_intrinsics = 0
     if settings.publish.depth:
         for view, keyframe in enumerate(window.keyframes):
+            if not usable_intrinsics(window.intrinsics[view]):  # depth_image_proc would divide by it
+                without_intrinsics += 1
+                continue
             depth, confidence = window.depths[view] * np.float32(map_frame.scale), window.confidences[view]
             valid = window.masks[view] & (confidence >= min_confidence)
             frame = camera_frame_of(keyframe, names)
@@ -191,6 +212,7 @@ def build_window_messages(window: WindowInMap, settings: MappingSettings, path_c
         transforms=TFMessage(transforms=transforms),
         new_keyframes=path_cache.add(window, names.map_frame, map_frame),
         path=path_cache.path(names.map_frame, stamp_ns, settings.publish.path_max_poses, map_frame),
+        views_without_intrinsics=without_intrinsics,
     )
 
 
@@ -217,12 +239,13 @@ class OutputPublishers:
         self.path_cache = PathCache(path_max_poses)
 
     def publish_window(self, window: WindowInMap, map_snapshot: Callable[[], PointCloud], settings: MappingSettings,
-                       map_frame: MapFrame, transforms: list[TransformStamped]) -> None:
-        """Build and publish everything one placed window changes, the map included."""
+                       map_frame: MapFrame, transforms: list[TransformStamped]) -> WindowMessages:
+        """Build and publish everything one placed window changes, the map included; returns the window's messages."""
         messages = build_window_messages(window, settings, self.path_cache, map_frame, transforms)
         cloud = map_snapshot()
         self.publish(messages, make_pointcloud2(map_frame.points(cloud.points), cloud.colors, window_stamp_ns(window),
                                                 settings.frames.map_frame))
+        return messages
 
     def publish(self, messages: WindowMessages, map_cloud: PointCloud2) -> None:
         """Publish a window's messages and the map cloud."""
@@ -237,6 +260,11 @@ class OutputPublishers:
         self.new_keyframes.publish(messages.new_keyframes)
         self.path.publish(messages.path)
         self.map_cloud.publish(map_cloud)
+
+    def publishers(self) -> list[Any]:
+        """Every publisher of the window outputs (/tf included)."""
+        return [self.map_cloud, self.window_cloud, self.depth, self.depth_info, self.confidence, self.confidence_info,
+                self.path, self.new_keyframes, self.odometry, self.tf]
 
     def publish_empty_map(self, frame_id: str, stamp_ns: int) -> None:
         """After a reset: an empty map cloud and path (latched for late joiners)."""
@@ -262,12 +290,17 @@ def device_memory_mb(device: Any) -> tuple[str, float]:
 
 
 # ---------------------------------------------------------------- the node
-class SceneFromViewsNode(Node):
-    """Sliding-window mapping node; see the module docstring for its interface."""
+class MappingNodeBody:
+    """What the mapping node does, for the plain node and the lifecycle node: `_configure`
+    builds the model, the mapper and every topic, service and timer; `_unconfigure` undoes it.
+    Images are mapped while `_active`."""
 
-    def __init__(self, node_name: str = DEFAULT_NODE_NAME, **node_kwargs: Any) -> None:
-        super().__init__(node_name, allow_undeclared_parameters=True, **node_kwargs)
-        self._settings = declare_node_parameters(self)
+    _active = True
+
+    def _configure(self: Any) -> None:
+        """Build the model (from the declared parameters), the mapper and the interface."""
+        self._entities: list[Any] = []
+        own = self._entities.append
         self._backend: Backend = build_backend(self._settings)
         check_scale_source(self._settings.frames, self._backend.model)
         self._publish_lock = threading.Lock()
@@ -278,15 +311,21 @@ class SceneFromViewsNode(Node):
         self._reported: set[tuple[str, str]] = set()
         self._camera_info: defaultdict[str, CameraInfoByStamp] = defaultdict(CameraInfoByStamp)
         self._undistorter = Undistorter()  # frames of a camera with lens distortion become pinhole ones
+        topics = self._settings.inputs.image_topics
+        # a camera rig: the cameras' frames of one moment become one multi-view keyframe
+        self._rig = RigSynchronizer(topics, self._settings.inputs.rig_slop_s) if self._settings.inputs.rig_slop_s > 0 and len(topics) > 1 else None
         self.tf_buffer = TransformBuffer(cache_s=TF_CACHE_S)
         self._tf_links = TfLinks(self)
         self._publish_s = 0.0
+        self._views_without_intrinsics = self._last_without_intrinsics = 0
         self._last_diagnostics = (time.monotonic(), 0, 0, 0, 0)
         self._model_status = "ready"
 
         settings = self._settings
         self.outputs = OutputPublishers(self, settings.publish.path_max_poses)
+        self._entities.extend(self.outputs.publishers())
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        own(self.diagnostics_pub)
 
         self.mapper = SlidingWindowMapper(
             self._backend.model, settings.mapper, threaded=True, on_window=self._on_window,
@@ -307,24 +346,24 @@ class SceneFromViewsNode(Node):
         camera_info_topics = settings.inputs.camera_info_topics
         for index, topic in enumerate(settings.inputs.image_topics):
             compressed = topic.rstrip("/").endswith("/compressed")
-            self.create_subscription(
+            own(self.create_subscription(
                 CompressedImage if compressed else Image, topic,
                 lambda msg, topic=topic, compressed=compressed: self._on_image(msg, topic, compressed),
                 qos, callback_group=inputs,
-            )
+            ))
             if index < len(camera_info_topics) and camera_info_topics[index]:
                 info_topic = camera_info_topics[index]
-                self.create_subscription(
+                own(self.create_subscription(
                     CameraInfo, info_topic,
                     lambda msg, topic=topic, info_topic=info_topic: self._on_camera_info(msg, topic, info_topic),
                     qos, callback_group=inputs,
-                )
-        self.create_subscription(TFMessage, "/tf", lambda msg: self._on_tf(msg, False), TF_QOS, callback_group=inputs)
-        self.create_subscription(TFMessage, "/tf_static", lambda msg: self._on_tf(msg, True), TF_STATIC_QOS, callback_group=inputs)
-        self.create_timer(MAP_TO_ODOM_PERIOD_S, self._republish_map_to_odom)
-        self.create_service(Trigger, "~/reset", self._on_reset)
-        self.create_service(Trigger, "~/save_map", self._on_save_map)
-        self.create_timer(settings.inputs.diagnostics_period_s, self._publish_diagnostics)
+                ))
+        own(self.create_subscription(TFMessage, "/tf", lambda msg: self._on_tf(msg, False), TF_QOS, callback_group=inputs))
+        own(self.create_subscription(TFMessage, "/tf_static", lambda msg: self._on_tf(msg, True), TF_STATIC_QOS, callback_group=inputs))
+        own(self.create_timer(MAP_TO_ODOM_PERIOD_S, self._republish_map_to_odom))
+        own(self.create_service(Trigger, "~/reset", self._on_reset))
+        own(self.create_service(SaveMap, "~/save_map", self._on_save_map))
+        own(self.create_timer(settings.inputs.diagnostics_period_s, self._publish_diagnostics))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.get_logger().info(
             f"mapping {', '.join(settings.inputs.image_topics)} with {settings.model_type} on {self._backend.model.device} "
@@ -350,8 +389,20 @@ class SceneFromViewsNode(Node):
         self._rebuilder.close()
         self.mapper.close()
 
+    def _unconfigure(self: Any) -> None:
+        """Undo `_configure`: the mapper stopped, every topic, service and timer destroyed."""
+        self.close()
+        self._clock_jumps.unregister()
+        self.remove_on_set_parameters_callback(self._on_set_parameters)
+        for entity in self._entities:
+            {Subscription: self.destroy_subscription, Publisher: self.destroy_publisher, Timer: self.destroy_timer,
+             Service: self.destroy_service}[type(entity)](entity)
+        self._entities.clear()
+
     # ---- input -------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage, topic: str, compressed: bool) -> None:
+        if not self._active:  # a lifecycle node maps only when active
+            return
         with self._counts_lock:
             self._received[topic] += 1
         try:
@@ -361,7 +412,11 @@ class SceneFromViewsNode(Node):
             if info is not None and info.width and info.height and (info.width, info.height) != (rgb.shape[1], rgb.shape[0]):
                 self._warn_camera_info_size(topic, (info.width, info.height), (rgb.shape[1], rgb.shape[0]))
             rgb, intrinsics = self._undistorter.calibrated(rgb, info)
-            self.mapper.add_frame(Frame(rgb, stamp_ns, topic, intrinsics, msg.header.frame_id))
+            frame = Frame(rgb, stamp_ns, topic, intrinsics, msg.header.frame_id)
+            if self._rig is None:
+                self.mapper.add_frame(frame)
+            elif (group := self._rig.add(frame)) is not None:
+                self.mapper.add_frames(group)
         except Exception as error:  # noqa: BLE001 - no message may stop the node (or lose its map)
             self._reject(topic, "image", error)
 
@@ -412,7 +467,8 @@ class SceneFromViewsNode(Node):
                 return
             started = time.perf_counter()
             transforms, bodies = self._tf_links.place(window, self._settings, self.mapper.metric)
-            self.outputs.publish_window(window, self.mapper.map_cloud, self._settings, self._tf_links.map_frame, transforms)
+            messages = self.outputs.publish_window(window, self.mapper.map_cloud, self._settings, self._tf_links.map_frame, transforms)
+            self._views_without_intrinsics += messages.views_without_intrinsics
             for body in bodies:
                 self.outputs.odometry.publish(pose_to_odometry(body.pose, self._settings.frames.map_frame, body.child_frame, body.stamp_ns))
             self._publish_s = time.perf_counter() - started
@@ -445,6 +501,8 @@ class SceneFromViewsNode(Node):
         every camera (and the map, with map.reset_on_time_jump), as for a jump in the stamps."""
         back_s = -jump.delta.nanoseconds / 1e9
         if back_s > self._settings.mapper.keyframe.time_jump_s:
+            if self._rig is not None:
+                self._rig.clear()
             self.mapper.time_jumped_back(back_s)
 
     def _on_reset(self, _: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -465,29 +523,38 @@ class SceneFromViewsNode(Node):
         with self._publish_lock:
             self._publish_empty_map()
 
-    def _on_save_map(self, _: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+    def _on_save_map(self, request: SaveMap.Request, response: SaveMap.Response) -> SaveMap.Response:
         try:
-            response.message = self.save_map()
-            response.success = True
-        except OSError as error:
-            response.success, response.message = False, f"cannot write the map to {str(self._settings.node_output_dir())!r}: {error}"
+            files = self.save_map(request.directory, tuple(request.formats))
+        except (OSError, ValueError) as error:
+            where = str(self._settings.node_output_dir(request.directory))
+            response.success, response.message = False, f"cannot write the map to {where!r}: {error}"
             self.get_logger().error(response.message)
+            return response
+        response.success, response.files = True, [str(path) for path in files]
+        response.message = f"wrote {', '.join(response.files)} ({self.mapper.stats.map_points} points)"
         return response
 
-    def save_map(self, subfolder: str = "") -> str:
-        """Write map.ply, map_trajectory.tum and keyframes.json into map.output_dir (relative:
-        under $ROS_HOME/scene_from_views), or a `subfolder` of it; each file under a temporary
-        name, then renamed: a failed write leaves the previous files.  Returns what was
-        written, in words.  Raises OSError."""
+    def save_map(self, directory: str = "", formats: tuple[str, ...] = ()) -> list[pathlib.Path]:
+        """Write the map in `formats` (default all of SAVE_FORMATS: map.ply, map.pcd,
+        map_trajectory.tum, keyframes.json) into `directory` (default map.output_dir; a relative
+        one under $ROS_HOME/scene_from_views), in the published map frame and units; each file
+        under a temporary name, then renamed: a failed write leaves the previous files.
+        Returns the files written.  Raises OSError, or ValueError for an unknown format."""
+        unknown = sorted(set(formats) - set(SAVE_FORMATS))
+        if unknown:
+            raise ValueError(f"unknown format(s) {', '.join(unknown)}: choose from {', '.join(SAVE_FORMATS)} (none = all)")
+        formats = formats or SAVE_FORMATS
         settings = self._settings
-        output_dir = settings.node_output_dir() / subfolder
+        output_dir = settings.node_output_dir(directory)
+        output_dir.mkdir(parents=True, exist_ok=True)
         map_frame, status = self._tf_links.map_frame, self._tf_links.status
-        ply_path, tum_path = self.mapper.save(output_dir, map_frame=map_frame)
-        metres = self.mapper.metric or (status.scale_source == "odometry" and status.scale_pairs > 0)
-        json_path = write_keyframes_json(output_dir, self.mapper.trajectory(), settings.frames, metres, files=(), map_frame=map_frame)
-        message = f"wrote {ply_path} ({self.mapper.stats.map_points} points), {tum_path} and {json_path}"
-        self.get_logger().info(message)
-        return message
+        files = list(self.mapper.save(output_dir, map_frame=map_frame, formats=tuple(f for f in formats if f in MAP_FORMATS)).values())
+        if "json" in formats:
+            metres = self.mapper.metric or (status.scale_source == "odometry" and status.scale_pairs > 0)
+            files.append(write_keyframes_json(output_dir, self.mapper.trajectory(), settings.frames, metres, files=(), map_frame=map_frame))
+        self.get_logger().info(f"wrote {', '.join(map(str, files))} ({self.mapper.stats.map_points} points)")
+        return files
 
     def shutdown(self) -> None:
         """End of the run: stop taking windows (the one in flight is finished), save the map when
@@ -518,6 +585,10 @@ class SceneFromViewsNode(Node):
             problems.append(f"window failed: {stats.last_error}")
         if stats.time_jumps > last_jumps:
             problems.append(f"time jumped back ({stats.last_time_jump}): a new segment started")
+        if self._views_without_intrinsics > self._last_without_intrinsics:
+            problems.append(f"{self._views_without_intrinsics - self._last_without_intrinsics} depth images not published: "
+                            "the model's intrinsics were not finite and positive")
+        self._last_without_intrinsics = self._views_without_intrinsics
         if self.model_status.startswith("rebuild failed"):
             problems.append(self.model_status)
         tf = self._tf_links.status
@@ -557,6 +628,8 @@ class SceneFromViewsNode(Node):
             "scale_spread": tf.scale_spread,
             "scale_pairs": tf.scale_pairs,
             "keyframes_without_tf": tf.keyframes_without_tf,
+            "depth_views_without_intrinsics": self._views_without_intrinsics,
+            "rig_frames_unmatched": self._rig.unmatched if self._rig is not None else 0,
         }
         self.diagnostics_pub.publish(diagnostic_array(
             f"{self.get_name()}: mapping", self._settings.model_type.value, "warn" if problems else "ok",
@@ -600,7 +673,8 @@ class SceneFromViewsNode(Node):
         if units_change and self.mapper.trajectory():
             with self._publish_lock:
                 try:
-                    saved = self.save_map(f"before_units_change_{self.get_clock().now().nanoseconds}")
+                    folder = self._settings.node_output_dir() / f"before_units_change_{self.get_clock().now().nanoseconds}"
+                    saved = f"saved in {folder}: {', '.join(path.name for path in self.save_map(str(folder)))}"
                 except OSError as error:
                     saved = f"could not save it ({error})"
                 self.mapper.reset()
@@ -643,6 +717,68 @@ class SceneFromViewsNode(Node):
         return SetParametersResult(successful=False, reason=reason)
 
 
+class SceneFromViewsNode(MappingNodeBody, Node):
+    """Sliding-window mapping node; see the module docstring for its interface."""
+
+    def __init__(self, node_name: str = DEFAULT_NODE_NAME, **node_kwargs: Any) -> None:
+        Node.__init__(self, node_name, allow_undeclared_parameters=True, **node_kwargs)
+        self._settings = declare_node_parameters(self)
+        self._configure()
+
+
+class SceneFromViewsLifecycleNode(MappingNodeBody, LifecycleNode):
+    """The mapping node as a managed node (REP-2012 style lifecycle): parameters declared at
+    construction; configure builds the model and the interface from their current values (a
+    bad one fails the transition, naming the problem); images are mapped only while active;
+    cleanup undoes configure; shutdown finishes the window in flight and saves the map, as the
+    plain node does when it ends."""
+
+    _active = False
+
+    def __init__(self, node_name: str = DEFAULT_NODE_NAME, **node_kwargs: Any) -> None:
+        LifecycleNode.__init__(self, node_name, allow_undeclared_parameters=True, **node_kwargs)
+        self._settings = declare_node_parameters(self)
+        self._configured = False
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._settings = settings_from_parameters(parameter_values(self))
+            self._configure()
+        except (SceneFromViewsError, ValueError, TypeError, OSError, RuntimeError) as error:
+            self.get_logger().error(f"cannot configure: {type(error).__name__}: {error}")
+            return TransitionCallbackReturn.FAILURE
+        self._configured = True
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unconfigure()
+        self._configured = False
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        """Also release the lifecycle state machine, which holds the node's handle (rclpy leaves
+        it, so the node, and its /rosout publisher, would outlive destroy_node: a later node of
+        the same name then logs into the dead one)."""
+        super().destroy_node()
+        self._state_machine.destroy_when_not_in_use()
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        if self._configured:
+            self.shutdown()
+            self._unconfigure()
+            self._configured = False
+        return TransitionCallbackReturn.SUCCESS
+
+
 def _parameter_value(settings: MappingSettings, name: str) -> Any:
     """The value that parameter `name` (model_type, device or model.*) has in `settings`."""
     if name in ("model_type", "device"):
@@ -658,8 +794,9 @@ def _check_parameter_files(argv: list[str]) -> None:
             read_yaml_file(argv[index + 1])
 
 
-def main(args: list[str] | None = None) -> int:
-    """Entry point of `scene_from_views_node`; returns the process exit status (1: could not start).
+def main(args: list[str] | None = None, node_class: type[MappingNodeBody] | None = None) -> int:
+    """Entry point of `scene_from_views_node` (`node_class`: the lifecycle node for
+    `scene_from_views_lifecycle_node`); returns the process exit status (1: could not start).
 
     SIGINT, SIGTERM and SIGHUP end the node alike (our handlers, not rclpy's, so that the
     context is still valid while the map is saved): the window in flight is finished and the
@@ -674,7 +811,7 @@ def main(args: list[str] | None = None) -> int:
             try:
                 _check_parameter_files(argv)
                 rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
-                node = SceneFromViewsNode()
+                node = (node_class or SceneFromViewsNode)()
             except (SceneFromViewsError, ParameterException, ValueError, TypeError, OSError, RuntimeError) as error:
                 logger.fatal(f"cannot start: {str(error).split(', at /')[0]}")
                 return 1
@@ -688,12 +825,19 @@ def main(args: list[str] | None = None) -> int:
         finally:
             try:
                 if node is not None:
-                    node.shutdown()
+                    if getattr(node, "_configured", True):
+                        node.shutdown()
                     node.destroy_node()
             except KeyboardInterrupt:  # a second signal while saving: the files are written atomically
                 logger.warning("interrupted while saving the map; files already there are complete")
             rclpy.try_shutdown()
     return 0
+
+
+def lifecycle_main(args: list[str] | None = None) -> int:
+    """Entry point of `scene_from_views_lifecycle_node`: the managed node (configure, activate
+    with `ros2 lifecycle set`); it saves the map when it ends, as the plain node does."""
+    return main(args, SceneFromViewsLifecycleNode)
 
 
 if __name__ == "__main__":
