@@ -30,7 +30,8 @@ setup(
     extras_require={
         "open3d": ["open3d-cpu"],
         "bags": ["rosbags"],
-        "test": ["pytest"],
+        "ray": ["ray"],
+        "test": ["pytest", "pycolmap"],
     },
     zip_safe=True,
     maintainer="scene_from_views_ros maintainers",

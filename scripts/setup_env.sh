@@ -35,10 +35,12 @@ STAMPS="$VENV/.setup_env"
 CONSTRAINTS="$STAMPS/constraints.txt"
 
 # Python dependencies as pip requirement and the module each one provides (for import checks).
+# pycolmap is for the tests only: they read the COLMAP export back with COLMAP's own reader.
+# ray runs --ray fleet mapping (for users an extra: pip install .[ray]); the tests run it embedded.
 PY_DEPS=(numpy open3d-cpu huggingface_hub safetensors opencv-python-headless rosbags
-         tqdm pyyaml pytest hypothesis pillow scipy setuptools ruff mypy)
+         tqdm pyyaml pytest hypothesis pillow scipy setuptools ruff mypy pycolmap ray)
 PY_MODULES=(numpy open3d huggingface_hub safetensors cv2 rosbags tqdm yaml pytest PIL
-            scipy setuptools ruff mypy hypothesis)
+            scipy setuptools ruff mypy hypothesis pycolmap ray)
 
 # ROS 2 wheels from PyPI (used only when no ROS 2 is sourced).
 ROS_REQUIRED_WHEELS=("ros-rclpy[fastrtps]" ros-sensor-msgs ros-geometry-msgs ros-std-msgs ros-nav-msgs)

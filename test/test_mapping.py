@@ -581,3 +581,28 @@ def test_the_mapper_places_a_rig_as_multi_view_keyframes() -> None:
         relative = np.linalg.inv(left.pose) @ right.pose  # the rig in the map's units (the first window's gauge)
         np.testing.assert_allclose(relative[:3, :3], np.eye(3), atol=1e-6)
         assert relative[0, 3] > 0 and np.allclose(relative[1:3, 3], 0, atol=1e-6)
+
+
+def test_a_degenerate_predicted_k_falls_back_to_the_cameras_own() -> None:
+    """A model whose predicted field of view collapsed (focal = inf, as random weights give):
+    the view keeps the camera's K (CameraInfo / --intrinsics) mapped into the processed image
+    with the model's scales and offsets; without a known K the model's stays (the node then
+    publishes no depth for it)."""
+    sequence = make_sequence(6, 64, 48)
+    backend = SyntheticWindowBackend(sequence, depth_noise=0.0)
+    scales, offsets = np.array([[0.5, 0.5]] * 4), np.array([[2.0, 3.0]] * 4)
+
+    def degenerate(keyframes: list[Keyframe]) -> object:
+        result = backend.reconstruct([keyframe.image for keyframe in keyframes])
+        result.intrinsics[1] = np.diag([np.inf, 40.0, 1.0])
+        result.extras.update(scales=scales[: len(keyframes)], offsets=offsets[: len(keyframes)])
+        return result
+
+    known = np.array([[80.0, 0, 32], [0, 80.0, 24], [0, 0, 1]])
+    mapper = SlidingWindowMapper(degenerate, MapperConfig(keyframe=KeyframeConfig(min_change=0.0), window=WindowConfig(size=4, overlap=2)))
+    for index in range(4):
+        mapper.add_frame(Frame(sequence.render(index)[0], int(sequence.stamps_ns[index]), "camera", known if index != 3 else None))
+    mapper.flush()
+    placed = mapper.latest_window
+    np.testing.assert_allclose(placed.intrinsics[1], [[40.0, 0, 18.0], [0, 40.0, 15.0], [0, 0, 1]])  # 0.5 x known + offsets
+    np.testing.assert_allclose(placed.intrinsics[0], sequence.intrinsics)  # the model's own where usable

@@ -355,6 +355,7 @@ SHOWN_ELSEWHERE: dict[str, str | tuple[str, ...]] = {
     "publish.depth": "test_ros_node.py::test_options_change_what_the_node_publishes",
     "publish.path_max_poses": "test_ros_node.py::test_options_change_what_the_node_publishes",
     "map.save_on_shutdown": "test_ros_node.py::test_every_way_the_node_ends_saves_its_map",
+    "map.save_formats": "test_ros_node.py::test_save_map_exports_colmap_and_nerfstudio_of_the_keyframes_it_kept",
     # Time that jumps back (a clock reset, a replayed bag).
     "keyframe.time_jump_s": "test_reliability.py::test_small_steps_back_are_out_of_order_and_counted",
     "map.reset_on_time_jump": "test_reliability.py::test_a_clock_reset_starts_a_new_segment_and_the_map_continues",

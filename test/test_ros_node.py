@@ -509,7 +509,7 @@ def test_save_map_writes_readable_files(ros) -> None:
     pcd_points, pcd_colors = read_pcd(tmp_path / "chosen" / "map.pcd")
     assert len(pcd_points) >= len(points) and pcd_colors is not None and sorted(os.listdir(tmp_path / "chosen")) == ["map.pcd", "map_trajectory.tum"]
     response = probe.call(probe.save_map, SaveMap.Request(directory=str(tmp_path / "other"), formats=["las"]))
-    assert not response.success and "unknown format(s) las: choose from ply, pcd, tum, json" in response.message
+    assert not response.success and "unknown format(s) las: choose from ply, pcd, tum, json, colmap, nerfstudio" in response.message
     assert not (tmp_path / "other").exists()
     # a relative map.output_dir lies under $ROS_HOME/scene_from_views, whatever the node's working directory
     ros_home = tmp_path / "ros_home"
@@ -525,6 +525,36 @@ def test_save_map_writes_readable_files(ros) -> None:
     finally:
         del os.environ["ROS_HOME"]
         assert probe.set_parameter("map.output_dir", str(tmp_path / "saved")) == (True, "")
+
+
+def test_save_map_exports_colmap_and_nerfstudio_of_the_keyframes_it_kept(ros) -> None:
+    """map.save_formats with colmap and nerfstudio: the node keeps the keyframe images from
+    then on, and ~/save_map (no formats in the request) writes the exports, which COLMAP's own
+    reader and the nerfstudio layout read back."""
+    import pycolmap
+
+    from scene_from_views_ros.mapping.chaining import usable_intrinsics
+
+    node, probe, tmp_path = ros
+    assert len(node.keyframe_images) == 0  # not kept by default
+    response = probe.call(probe.save_map, SaveMap.Request(directory=str(tmp_path / "none"), formats=["nerfstudio"]))
+    assert not response.success and "add it there" in response.message and "map.save_formats" in response.message
+    assert probe.set_parameter("map.save_formats", ["ply", "colmap", "nerfstudio"]) == (True, "")
+    assert probe.set_parameter("map.save_formats", ["ply", "las"])[0] is False
+    produce_windows(probe, 2)
+    out = tmp_path / "exports"
+    response = probe.call(probe.save_map, SaveMap.Request(directory=str(out)))
+    assert response.success, response.message
+    assert {Path(f).relative_to(out).parts[0] for f in response.files} == {"map.ply", "colmap", "nerfstudio"}
+    transforms = json.loads((out / "nerfstudio" / "transforms.json").read_text())
+    # the keyframes with a usable K (the tiny model's is degenerate where no CameraInfo replaces it)
+    usable = {kf.keyframe_id for kf in node.mapper.trajectory() if usable_intrinsics(kf.intrinsics)}
+    kept = {kf.keyframe_id for kf in node.mapper.trajectory() if kf.keyframe_id in node.keyframe_images}
+    assert {f["keyframe_id"] for f in transforms["frames"]} == kept & usable and len(kept & usable) >= WINDOW // 2
+    assert all((out / "nerfstudio" / f["file_path"]).is_file() for f in transforms["frames"])
+    reconstruction = pycolmap.Reconstruction(str(out / "colmap"))
+    assert reconstruction.num_images() == len(usable) and reconstruction.num_points3D() == node.mapper.stats.map_points
+    assert probe.set_parameter("map.save_formats", ["ply", "pcd", "tum", "json"]) == (True, "")
 
 
 def window_cloud_points(probe: Probe) -> int:
@@ -601,6 +631,7 @@ def test_reset_clears_the_map(ros) -> None:
     wait_for(lambda: len(probe.messages(f"{NODE}/path")[-1].poses) == 0, 5, "an empty path after reset")
     paths_before = probe.count(f"{NODE}/path")
     produce_windows(probe, 1)  # mapping starts over: the first window holds the whole path
+    wait_for(lambda: any(path.poses for path in probe.messages(f"{NODE}/path")[paths_before:]), 10, "the new map's path")
     first_path = next(path for path in probe.messages(f"{NODE}/path")[paths_before:] if path.poses)
     assert len(first_path.poses) == WINDOW
 

@@ -191,6 +191,8 @@ def test_a_camera_frame_missing_from_tf_is_counted_named_and_mapping_goes_on(tmp
         diagnostics = probe.fresh_diagnostics()
         stamps = [stamp_to_ns(p.header.stamp) for message in probe.messages(f"{NODE}/keyframe_poses") for p in message.poses]
         odometry = [stamp_to_ns(message.header.stamp) for message in probe.messages(f"{NODE}/odometry")]
+        wait_for(lambda: any("frame 'lost_optical' is not on /tf or /tf_static (publish the camera's mount" in log.msg
+                             and "(mapped, without TF or odometry)" in log.msg for log in probe.messages("/rosout")), 10, "the warning")
     assert "frame 'lost_optical' is not on /tf or /tf_static" in problem
     lost_from = int(sequence.stamps_ns[FRAMES // 2])
     lost = [stamp for stamp in stamps if stamp >= lost_from]

@@ -10,6 +10,7 @@ YAML file via --params-file, then -p name=value, then the dedicated options).  E
     scene_from_views_map recording/ --topic /camera/image_raw/compressed --out map_out --write-bag
     scene_from_views_map a.jpg b.jpg c.jpg --one-shot --out scene_out
     scene_from_views_map frames/ --params-file config/scene_from_views.yaml --out map_out
+    scene_from_views_map day1/*.mcap fleet.yaml --out maps --ray --export all   # several recordings (cli/fleet.py)
 
 Errors (unreadable input, wrong topic, missing weights, bad parameters) are printed as one
 message and the exit status is 2; a run in which no window could be placed exits with 1.
@@ -21,8 +22,9 @@ import math
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ import yaml
 from ..core.errors import CheckpointNotFoundError, InvalidImageError, InvalidOptionError, SceneFromViewsError
 from ..core.files import remove_path, write_text
 from ..core.signals import signals_interrupt
+from ..io.exports import parse_exports
 from ..io.outputs import KEYFRAME_FILES, RUN_OUTPUTS, MapOutputs, RunSummary
 from ..io.sources import FrameSource, InputError, Selection, SyntheticSource, open_source
 from ..mapping.keyframes import Frame, KeyframeConfig
@@ -46,6 +49,7 @@ from ..mapping.settings import (
 )
 from ..mapping.windows import Window, WindowConfig
 from ..optimizers import NO_OPTIMIZER
+from .recordings import MANIFEST_SUFFIXES, SAMPLE, Recording, expand_recordings, is_pattern
 
 PROG = "scene_from_views_map"
 EXIT_ERROR = 2
@@ -91,6 +95,13 @@ def _key_value(text: str) -> tuple[str, Any]:
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     return name.strip(), parse_value(value)
+
+
+def _exports(text: str) -> tuple[str, ...]:
+    try:
+        return parse_exports(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -142,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--save-windows", action="store_true", help="also write each window's cloud as windows/window_<n>.ply")
     mode.add_argument("--keyframe-files", choices=tuple(KEYFRAME_FILES), default="all",
                       help="per-keyframe files under keyframes/: none, depth (.npy) or all (depth and PNG previews; default)")
+    mode.add_argument("--export", type=_exports, default=(), metavar="FORMATS",
+                      help="also write these exports, comma-separated: colmap (colmap/*.txt), nerfstudio (nerfstudio/"
+                           "transforms.json and the keyframe images), pcd (map.pcd), or all")
     mode.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out (removed first)")
     mode.add_argument("--on-bad-frame", choices=("skip", "stop"), default="skip",
                       help="a frame that cannot be used (undecodable, unsupported, unusable by the model): skip it with a "
@@ -151,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a ROS 2 bag (mcap) for replay with ros2 bag play (default PATH: OUT/bag)",
     )
     mode.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    fleet = parser.add_argument_group(
+        "several recordings (a fleet)",
+        "Several inputs that are not image files (bags, videos, folders), glob patterns or manifest files (.yaml/.json "
+        "listing recordings with their own topic and time range) are mapped one recording per folder OUT/<name>/, "
+        "with OUT/fleet.json and a table at the end.")
+    fleet.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="map the recordings on Ray: without ADDRESS an embedded local Ray, 'auto' or ray://host:port "
+                            "joins a cluster (pip install .[ray])")
+    fleet.add_argument("--workers", type=int, default=None, help="Ray: model replicas (default: as many as the CPUs/GPUs allow)")
+    fleet.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray: CPUs per model replica (default 1; its torch threads)")
+    fleet.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray: GPUs per model replica (default 0)")
+    fleet.add_argument("--resume", action="store_true", help="skip recordings whose outputs in OUT/<name>/ are complete")
     mode.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)")
 
     params = parser.add_argument_group("model and mapping parameters (as the node's)")
@@ -176,6 +203,35 @@ def collect_parameters(args: argparse.Namespace) -> dict[str, Any]:
     params.update({f"optimizer.{key}": value for key, value in args.optimizer_arg})
     params.update({name: getattr(args, name) for _, name, _, _ in PARAMETER_OPTIONS if getattr(args, name) is not None})
     return params
+
+
+def fleet_recordings(args: argparse.Namespace) -> list[Recording] | None:
+    """The recordings of a fleet run, or None for one input mapped into --out as such (one
+    folder, video or bag, or image files)."""
+    from ..io.sources import IMAGE_SUFFIXES
+
+    images = bool(args.inputs) and all(Path(text).is_file() and Path(text).suffix.lower() in IMAGE_SUFFIXES for text in args.inputs)
+    patterns = any(is_pattern(text) or Path(text).suffix.lower() in MANIFEST_SUFFIXES for text in args.inputs)
+    several = len(args.inputs) + bool(args.sample) > 1
+    if images or not (args.ray or patterns or several):
+        return None
+    if args.one_shot or args.write_bag is not None:
+        raise InputError("--one-shot and --write-bag map a single input; run them per recording")
+    sample = Recording(SAMPLE, sample_frames=args.sample_frames, sample_size=args.sample_size) if args.sample else None
+    common = {"topic": args.topic, "camera_info_topic": args.camera_info_topic, "start": args.start, "end": args.end,
+              "step": args.step, "max_frames": args.max_frames}
+    return expand_recordings(args.inputs, sample=sample, common=common)
+
+
+def open_recording(recording: Recording, args: argparse.Namespace) -> FrameSource:
+    """The frames of one recording of a fleet."""
+    if recording.is_sample:
+        from ..mapping.synthetic import make_sequence
+
+        width, height = recording.sample_size
+        return SyntheticSource(make_sequence(recording.sample_frames, width, height), recording.selection)
+    return open_source([recording.path], selection=recording.selection, fps=args.fps, topic=recording.topic,
+                       camera_info_topic=recording.camera_info_topic)
 
 
 def _open_input(args: argparse.Namespace) -> FrameSource:
@@ -273,14 +329,15 @@ def _with_intrinsics(frames: Iterable[Frame], intrinsics: np.ndarray) -> Iterabl
 
 
 def _map_frames(
-    mapper: SlidingWindowMapper, frames: Iterable[Frame], source: FrameSource, total: int | None, outputs: MapOutputs, quiet: bool
+    mapper: SlidingWindowMapper, frames: Iterable[Frame], source: FrameSource, total: int | None, outputs: MapOutputs, quiet: bool,
+    position: int = 0, stop: threading.Event | None = None,
 ) -> tuple[list[str], str]:
     """Feed every frame to the mapper with progress bars; returns (window failures, why the
     run stopped early: "" when it did not).  A frame the model cannot take is a bad frame of
     the source (skipped or, with --on-bad-frame stop, the end of the run)."""
     failures: list[str] = []
-    frame_bar = _progress(quiet, total=total, desc="frames", unit="frame", position=0)
-    window_bar = _progress(quiet, desc="windows", unit="window", position=1)
+    frame_bar = _progress(quiet, total=total, desc="frames", unit="frame", position=position, leave=position == 0)
+    window_bar = _progress(quiet, desc="windows", unit="window", position=position + 1, leave=position == 0)
     source.on_warning = lambda message: window_bar.write(f"{PROG}: warning: {message}", file=sys.stderr)
 
     def on_window(window: Any) -> None:
@@ -297,6 +354,8 @@ def _map_frames(
     stopped = ""
     try:
         for frame in frames:
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
             try:
                 mapper.add_frame(frame)
             except InvalidImageError as error:
@@ -318,53 +377,57 @@ def _map_frames(
     return failures, stopped
 
 
-def run(args: argparse.Namespace) -> int:
-    """The whole run; raises SceneFromViewsError for problems the user can fix."""
-    params = collect_parameters(args)
-    settings = settings_from_parameters(params)
-    if args.list_parameters:
-        print(parameter_listing(settings))
-        return 0
-    out, bag_path = _prepare_output(args, settings)
-    _set_threads(args.threads)
-    source = _open_input(args)
-    source.stop_on_bad_frame = args.on_bad_frame == "stop"
+@dataclass
+class LoadedModel:
+    """The model a run maps with (or a stand-in that reconstructs elsewhere, e.g. on Ray) and
+    the keyword arguments of each reconstruct call."""
+
+    model: Any
+    reconstruct_kwargs: dict[str, Any]
+    description: str
+
+
+def load_model(settings: MappingSettings, intrinsics: np.ndarray | None) -> LoadedModel:
+    """Build the optimizer and the model (missing weights raise their clear errors); refuse
+    --intrinsics for a model that would not use them."""
+    optimizer = settings.build_optimizer()
+    model = settings.build_model()
+    if intrinsics is not None and not model.uses_known_intrinsics(optimizer if optimizer is not None else NO_OPTIMIZER):
+        raise InvalidOptionError(
+            f"--intrinsics is not used by model_type {settings.model_type.value} with optimizer.type {settings.optimizer_type}: "
+            f"{model.known_intrinsics_refusal()}; drop --intrinsics or change them"
+        )
+    checkpoint = getattr(model, "checkpoint_path", None)
+    description = f"{settings.model_type.value} on {getattr(model, 'device', 'cpu')}" + (f" ({checkpoint})" if checkpoint else "")
+    return LoadedModel(model, {"optimizer": optimizer if optimizer is not None else NO_OPTIMIZER}, description)
+
+
+def map_into(out: Path, source: FrameSource, settings: MappingSettings, params: dict[str, Any], loaded: LoadedModel,
+             args: argparse.Namespace, bag_path: Path | None = None, position: int = 0,
+             stop: threading.Event | None = None) -> tuple[RunSummary, str, list[str]]:
+    """Map `source` into the folder `out` with `loaded`: every output file and summary.json.
+    Returns (the summary, why the run stopped early or "", the window failures); `stop` set
+    ends the run as Ctrl-C does (for runs on other threads than the main one)."""
     frames: Iterable[Frame] = source
     total = source.expected()
     if args.one_shot:
         frames = list(source)
         total = len(frames)
         settings = _one_shot(settings, frames)
-    say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
-    say(f"{PROG}: input {source.description}")
-    if settings.node_only_given():
-        say(f"{PROG}: node-only parameters not used offline: {', '.join(settings.node_only_given())}")
-    optimizer = settings.build_optimizer()
-    say(f"{PROG}: loading model {settings.model_type.value} ...")
-    model = settings.build_model()
+        loaded.model.check_window(len(frames))
     if args.intrinsics is not None:
-        if not model.uses_known_intrinsics(optimizer if optimizer is not None else NO_OPTIMIZER):
-            raise InvalidOptionError(
-                f"--intrinsics is not used by model_type {settings.model_type.value} with optimizer.type {settings.optimizer_type}: "
-                f"{model.known_intrinsics_refusal()}; drop --intrinsics or change them"
-            )
         frames = _with_intrinsics(frames, args.intrinsics)
-    checkpoint = getattr(model, "checkpoint_path", None)
-    model_text = f"{settings.model_type.value} on {getattr(model, 'device', 'cpu')}" + (f" ({checkpoint})" if checkpoint else "")
-
     _save_parameters(out / "parameters.yaml", settings, params, args.node_name)
-    outputs = MapOutputs(out, settings.mapper.map, save_windows=args.save_windows, keyframe_files=args.keyframe_files)
-    mapper = SlidingWindowMapper(
-        model, settings.mapper, threaded=False,
-        reconstruct_kwargs={"optimizer": optimizer if optimizer is not None else NO_OPTIMIZER},
-    )
-    failures, stopped = _map_frames(mapper, frames, source, total, outputs, args.quiet)
+    outputs = MapOutputs(out, settings.mapper.map, save_windows=args.save_windows, keyframe_files=args.keyframe_files,
+                         exports=args.export)
+    mapper = SlidingWindowMapper(loaded.model, settings.mapper, threaded=False, reconstruct_kwargs=loaded.reconstruct_kwargs)
+    failures, stopped = _map_frames(mapper, frames, source, total, outputs, args.quiet, position, stop)
 
     stats, trajectory = mapper.stats, mapper.trajectory()
     metric = mapper.metric
     summary = RunSummary(
         input=source.description,
-        model=model_text,
+        model=loaded.description,
         frames_read=stats.frames,
         keyframes=stats.keyframes,
         keyframes_dropped=stats.keyframes_dropped,
@@ -387,6 +450,8 @@ def run(args: argparse.Namespace) -> int:
         saved = mapper.save(out)
         summary.outputs.update(map=str(saved["ply"]), trajectory=str(saved["tum"]))
         summary.outputs["keyframes"] = str(outputs.write_keyframes_json(trajectory, settings.frames, metric))
+        for name, paths in outputs.write_exports(trajectory, mapper.map_cloud()).items():
+            summary.outputs[name] = str(paths[0].parent if name != "pcd" else paths[0])
         if bag_path is not None:
             from ..io.bag_writer import write_map_bag
 
@@ -394,18 +459,48 @@ def run(args: argparse.Namespace) -> int:
                           settings.publish.path_max_poses)
             summary.outputs["bag"] = str(bag_path)
     outputs.summary(summary)
+    return summary, stopped, failures
+
+
+def no_map_reason(summary: RunSummary) -> str:
+    """Why a run placed no window, with the fix."""
+    return summary.failures[-1] if summary.failures else (
+        f"{summary.frames_read} frames gave {summary.keyframes} keyframes, and a window needs at least 2; "
+        "lower keyframe.min_change / keyframe.min_interval_s or give more frames"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """The whole run; raises SceneFromViewsError for problems the user can fix."""
+    params = collect_parameters(args)
+    settings = settings_from_parameters(params)
+    if args.list_parameters:
+        print(parameter_listing(settings))
+        return 0
+    recordings = fleet_recordings(args)
+    if recordings is not None:
+        from .fleet import run_fleet
+
+        return run_fleet(args, recordings, settings, params)
+    out, bag_path = _prepare_output(args, settings)
+    _set_threads(args.threads)
+    source = _open_input(args)
+    source.stop_on_bad_frame = args.on_bad_frame == "stop"
+    say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+    say(f"{PROG}: input {source.description}")
+    if settings.node_only_given():
+        say(f"{PROG}: node-only parameters not used offline: {', '.join(settings.node_only_given())}")
+    say(f"{PROG}: loading model {settings.model_type.value} ...")
+    loaded = load_model(settings, args.intrinsics)
+    summary, stopped, _ = map_into(out, source, settings, params, loaded, args, bag_path)
     print(summary.text())
     if stopped == "interrupted":
         return EXIT_INTERRUPTED
     if stopped:
         print(f"{PROG}: error: the run stopped early: {stopped}", file=sys.stderr)
         return EXIT_ERROR
-    if not stats.windows_done:
-        reason = failures[-1] if failures else (
-            f"{stats.frames} frames gave {stats.keyframes} keyframes, and a window needs at least 2; "
-            "lower keyframe.min_change / keyframe.min_interval_s or give more frames"
-        )
-        print(f"{PROG}: error: no map was built: {reason}", file=sys.stderr)
+    if not summary.windows:
+        print(f"{PROG}: error: no map was built: {no_map_reason(summary)}", file=sys.stderr)
         return EXIT_NO_MAP
     return 0
 

@@ -10,10 +10,12 @@
     keyframes/kf_<id>_depth.png         the depth colour-mapped (turbo, near = blue)
     keyframes/kf_<id>_confidence.png    the confidence colour-mapped (viridis, high = yellow)
     windows/window_<n>.ply     each window's cloud in the map frame (optional)
+    map.pcd, colmap/, nerfstudio/       the exports chosen (`exports`, see io/exports.py)
     summary.json               counts, timings, skipped frames, warnings
     parameters.yaml            the run's parameters, reusable with the node
 
-Per-keyframe files (`KEYFRAME_FILES`: none, depth or all) are written as each window is
+Per-keyframe files (`KEYFRAME_FILES`: none, depth or all) and, with the colmap or nerfstudio
+export, the keyframe images (nerfstudio/images/kf_<id>.png) are written as each window is
 placed, so memory does not grow with the run.  Every file is written under a temporary name
 and renamed into place; JSON is strict (non-finite numbers are null).
 """
@@ -28,19 +30,22 @@ import cv2
 import numpy as np
 
 from ..core.files import atomic_path, write_json
+from ..core.result import PointCloud
 from ..geometry.ply import write_ply
 from ..geometry.pointcloud import confidence_mask
 from ..mapping.chaining import WindowInMap
 from ..mapping.global_map import KeyframePose, MapConfig
 from ..mapping.map_frame import MapFrame
 from ..mapping.settings import FrameNames
+from .exports import EXPORT_FORMATS, IMAGE_DIR, NERFSTUDIO_DIR, keyframe_image_name, write_map_exports, write_png
 
 KEYFRAME_DIR = "keyframes"
 WINDOW_DIR = "windows"
 # What --keyframe-files writes per keyframe: nothing, the depth map, or depth and the PNGs.
 KEYFRAME_FILES = {"none": (), "depth": ("depth",), "all": ("depth", "depth_png", "confidence_png")}
 # Everything a run writes into its output folder (what --overwrite removes first).
-RUN_OUTPUTS = ("map.ply", "map_trajectory.tum", "keyframes.json", "summary.json", "parameters.yaml", KEYFRAME_DIR, WINDOW_DIR, "bag")
+RUN_OUTPUTS = ("map.ply", "map_trajectory.tum", "keyframes.json", "summary.json", "parameters.yaml", KEYFRAME_DIR, WINDOW_DIR, "bag",
+               "map.pcd", "colmap", "nerfstudio")
 
 
 def colorize(values: np.ndarray, colormap: int, valid: np.ndarray | None = None) -> np.ndarray:
@@ -166,11 +171,18 @@ def write_keyframes_json(
 class MapOutputs:
     """Writes per-window products as windows arrive (`on_window`) and the rest at the end."""
 
-    def __init__(self, output_dir: str | Path, map_config: MapConfig, save_windows: bool = False, keyframe_files: str = "all") -> None:
+    def __init__(self, output_dir: str | Path, map_config: MapConfig, save_windows: bool = False, keyframe_files: str = "all",
+                 exports: tuple[str, ...] = ()) -> None:
+        unknown = sorted(set(exports) - set(EXPORT_FORMATS))
+        if unknown:
+            raise ValueError(f"unknown export format(s) {', '.join(unknown)}; choose from {', '.join(EXPORT_FORMATS)}")
         self.output_dir = Path(output_dir)
         self.map_config = map_config
         self.save_windows = save_windows
         self.files = KEYFRAME_FILES[keyframe_files]
+        self.exports = tuple(name for name in EXPORT_FORMATS if name in exports)
+        # Both exports name the keyframe images, written as windows arrive.
+        self.image_dir = self.output_dir / NERFSTUDIO_DIR / IMAGE_DIR if {"colmap", "nerfstudio"} & set(exports) else None
         self.windows: list[WindowRecord] = []
         self.started = time.perf_counter()
         if self.files:
@@ -179,7 +191,11 @@ class MapOutputs:
             (self.output_dir / WINDOW_DIR).mkdir(parents=True, exist_ok=True)
 
     def on_window(self, window: WindowInMap) -> None:
-        """Save the files of the keyframes this window added (and its cloud)."""
+        """Save the files of the keyframes this window added (their images too, for the
+        exports), and its cloud."""
+        if self.image_dir is not None:
+            for view in window.new_views:
+                write_png(self.image_dir / keyframe_image_name(window.keyframes[view].keyframe_id), window.images[view])
         keep = [
             mask & confidence_mask(confidence, self.map_config.min_confidence, self.map_config.drop_percentile)
             for confidence, mask in zip(window.confidences, window.masks, strict=True)
@@ -220,6 +236,13 @@ class MapOutputs:
     def write_keyframes_json(self, trajectory: list[KeyframePose], frames: FrameNames, metric: bool) -> Path:
         """keyframes.json in the output folder (see `write_keyframes_json`)."""
         return write_keyframes_json(self.output_dir, trajectory, frames, metric, files=self.files)
+
+    def write_exports(self, trajectory: list[KeyframePose], cloud: PointCloud, map_frame: MapFrame | None = None) -> dict[str, list[Path]]:
+        """Write the chosen exports into the output folder (`write_map_exports`), with the
+        keyframe images `on_window` wrote; {} without exports.  Returns the files per format."""
+        if not self.exports:
+            return {}
+        return write_map_exports(self.output_dir, self.exports, trajectory, cloud, None, map_frame)
 
     def summary(self, summary: RunSummary) -> RunSummary:
         """Fill in the window timings and total time, and write summary.json."""

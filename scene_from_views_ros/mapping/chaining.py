@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.options import Options, option
 from ..core.result import SceneFromViewsResult
+from ..geometry.camera import intrinsics_in_processed_pixels
 from ..geometry.sim3 import apply_sim3, decompose_sim3, estimate_sim3_robust, transform_pose
 from .keyframes import Keyframe
 
@@ -170,6 +171,26 @@ def result_views(result: SceneFromViewsResult, num_inputs: int) -> list[int]:
     return views
 
 
+def usable_intrinsics(k: np.ndarray) -> bool:
+    """A K that CameraInfo users (depth_image_proc) can divide by: finite, positive focal lengths."""
+    return bool(np.isfinite(k).all() and k[0, 0] > 0 and k[1, 1] > 0)
+
+
+def window_intrinsics(keyframes: list[Keyframe], result: SceneFromViewsResult) -> list[np.ndarray]:
+    """Each view's K in the processed image's pixels: the model's, or where that is not finite
+    and positive (a degenerate predicted field of view) the camera's own (CameraInfo,
+    --intrinsics) mapped into the processed image with the model's preprocessing
+    (extras "scales"/"offsets"); else the model's as it is (the node then publishes no depth)."""
+    intrinsics = [np.asarray(k, np.float64) for k in result.intrinsics]
+    scales, offsets = result.extras.get("scales"), result.extras.get("offsets")
+    for view, (keyframe, k) in enumerate(zip(keyframes, intrinsics, strict=True)):
+        known = keyframe.frame.intrinsics
+        if usable_intrinsics(k) or known is None or scales is None or offsets is None or len(scales) != len(keyframes):
+            continue
+        intrinsics[view] = intrinsics_in_processed_pixels(known[None], np.asarray(scales)[view : view + 1], np.asarray(offsets)[view : view + 1])[0]
+    return intrinsics
+
+
 def move_to_map(
     index: int,
     keyframes: list[Keyframe],
@@ -193,7 +214,7 @@ def move_to_map(
         points=[apply_sim3(transform32, np.asarray(points, np.float32)) for points in result.point_clouds],
         confidences=[np.asarray(confidence, np.float32) for confidence in result.confidences],
         images=list(result.processed_images),
-        intrinsics=[np.asarray(k, np.float64) for k in result.intrinsics],
+        intrinsics=window_intrinsics(keyframes, result),
         masks=[np.asarray(mask, bool) for mask in masks],
         transform=transform,
         fit=fit,

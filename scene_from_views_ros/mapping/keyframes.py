@@ -43,7 +43,8 @@ _keyframe_ids = itertools.count()
 
 @dataclass
 class Keyframe:
-    """A selected frame with a run-unique id (ids grow with arrival order); the keyframes of one
+    """A selected frame with an id unique in its run (the selector numbers them 0, 1, ... in
+    arrival order; without one, unique in the process); the keyframes of one
     rig capture share `rig_group` (the id of its first), which windows never split."""
 
     frame: Frame
@@ -107,6 +108,7 @@ class KeyframeSelector:
         self._last_by_camera: dict[str, Keyframe] = {}
         self._last_stamp_ns: int | None = None
         self.out_of_order = 0
+        self._ids = itertools.count()  # keyframe ids of this selector's run: 0, 1, ... (outputs name files by them)
 
     def reset(self) -> None:
         self._last_by_camera = {}
@@ -144,7 +146,7 @@ class KeyframeSelector:
         previous = None if last is None else last.thumbnail
         if previous is not None and thumbnail.shape == previous.shape and float(np.mean(np.abs(thumbnail - previous))) < config.min_change:
             return None
-        keyframe = Keyframe(frame=frame, thumbnail=thumbnail)
+        keyframe = Keyframe(frame=frame, keyframe_id=next(self._ids), thumbnail=thumbnail)
         self._last_by_camera[frame.camera_id] = keyframe
         self._last_stamp_ns = frame.stamp_ns
         return keyframe
@@ -155,7 +157,8 @@ class KeyframeSelector:
         first = self.select(frames[0])
         if first is None or len(frames) == 1:
             return None if first is None else [first]
-        group = [first] + [Keyframe(frame=frame, thumbnail=grey_thumbnail(frame.image, self.config.thumbnail_width)) for frame in frames[1:]]
+        group = [first] + [Keyframe(frame=frame, keyframe_id=next(self._ids), thumbnail=grey_thumbnail(frame.image, self.config.thumbnail_width))
+                           for frame in frames[1:]]
         for keyframe in group:
             keyframe.rig_group = first.keyframe_id
             self._last_by_camera[keyframe.camera_id] = keyframe

@@ -154,6 +154,9 @@ class FrameNames(Options):
         return f"{self.keyframe_frame_prefix}{keyframe_id}"
 
 
+NODE_SAVE_FORMATS = ("ply", "pcd", "tum", "json", "colmap", "nerfstudio")  # what ~/save_map can write
+
+
 @dataclass(frozen=True)
 class OutputConfig(Options):
     """Where maps are saved."""
@@ -169,6 +172,21 @@ class OutputConfig(Options):
         True, "When the node shuts down (Ctrl-C, SIGTERM, SIGHUP, ros2 lifecycle end), write the map into "
         "map.output_dir as ~/save_map does, if anything was mapped.",
     )
+    save_formats: tuple = option(
+        ("ply", "pcd", "tum", "json"), "What the node's ~/save_map (when its request names none) and the save on "
+        "shutdown write: ply (map.ply), pcd (map.pcd), tum (map_trajectory.tum), json (keyframes.json), colmap "
+        "(colmap/*.txt) and nerfstudio (nerfstudio/transforms.json with the keyframe images; with colmap or "
+        "nerfstudio here the node keeps each keyframe's image, JPEG-compressed, from then on). The offline tool "
+        "uses --export instead.", nonempty=True,
+    )
+
+    def check_together(self) -> None:
+        unknown = [name for name in self.save_formats if name not in NODE_SAVE_FORMATS]
+        if unknown:
+            raise InvalidOptionError(
+                f"{self.label('save_formats')}={list(self.save_formats)} is not allowed: unknown {', '.join(map(repr, unknown))}; "
+                f"choose from {', '.join(NODE_SAVE_FORMATS)}"
+            )
 
 
 # A ROS 2 topic name: tokens of letters, digits and underscores (not starting with a digit),

@@ -68,6 +68,7 @@ from ..core.errors import SceneFromViewsError
 from ..core.result import PointCloud
 from ..core.signals import signals_interrupt
 from ..io.camera_info_sync import CameraInfoByStamp
+from ..io.exports import KeyframeImages, write_map_exports
 from ..io.messages import (
     UnsupportedEncodingError,
     check_camera_info,
@@ -78,13 +79,13 @@ from ..io.messages import (
 )
 from ..io.outputs import write_keyframes_json
 from ..io.undistort import Undistorter
-from ..mapping.chaining import WindowInMap
+from ..mapping.chaining import WindowInMap, usable_intrinsics
 from ..mapping.exports import MAP_FORMATS
 from ..mapping.keyframes import Frame
 from ..mapping.map_frame import MapFrame
 from ..mapping.mapper import SlidingWindowMapper
 from ..mapping.rig import RigSynchronizer
-from ..mapping.settings import DEFAULT_NODE_NAME, MappingSettings, read_yaml_file, settings_from_parameters
+from ..mapping.settings import DEFAULT_NODE_NAME, NODE_SAVE_FORMATS, MappingSettings, read_yaml_file, settings_from_parameters
 from ..mapping.windows import Window
 from .conversions import (
     diagnostic_array,
@@ -113,7 +114,7 @@ _SIGNAL_POLL_S = 0.2  # longest wait of the executor, so that a signal is handle
 # The output profiles a user may override (qos_overrides.<topic>.publisher.<policy>).
 QOS_OVERRIDES = QoSOverridingOptions(
     policy_kinds=(QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.RELIABILITY, QoSPolicyKind.DURABILITY))
-SAVE_FORMATS = (*MAP_FORMATS, "json")  # what ~/save_map writes (json: keyframes.json, poses and intrinsics)
+IMAGE_EXPORTS = ("colmap", "nerfstudio")  # the exports that need the keyframe images
 TF_CACHE_S = 60.0  # TF history kept for keyframe lookups (windows finish seconds after their frames)
 MAP_TO_ODOM_PERIOD_S = 0.1  # map -> odom republished at the current time
 
@@ -172,11 +173,6 @@ class PathCache:
 def window_stamp_ns(window: WindowInMap) -> int:
     """A window's outputs carry the stamp of its newest keyframe."""
     return max(keyframe.stamp_ns for keyframe in window.keyframes)
-
-
-def usable_intrinsics(k: np.ndarray) -> bool:
-    """A K that CameraInfo users can divide by: finite, with positive focal lengths."""
-    return bool(np.isfinite(k).all() and k[0, 0] > 0 and k[1, 1] > 0)
 
 
 def build_window_messages(window: WindowInMap, settings: MappingSettings, path_cache: PathCache, map_frame: MapFrame,
@@ -318,6 +314,7 @@ class MappingNodeBody:
         self._tf_links = TfLinks(self)
         self._publish_s = 0.0
         self._views_without_intrinsics = self._last_without_intrinsics = 0
+        self.keyframe_images = KeyframeImages()  # for the COLMAP and nerfstudio exports (map.save_formats)
         self._last_diagnostics = (time.monotonic(), 0, 0, 0, 0)
         self._model_status = "ready"
 
@@ -468,6 +465,8 @@ class MappingNodeBody:
             started = time.perf_counter()
             transforms, bodies = self._tf_links.place(window, self._settings, self.mapper.metric)
             messages = self.outputs.publish_window(window, self.mapper.map_cloud, self._settings, self._tf_links.map_frame, transforms)
+            if set(IMAGE_EXPORTS) & set(self._settings.output.save_formats):
+                self.keyframe_images.add_window(window)
             self._views_without_intrinsics += messages.views_without_intrinsics
             for body in bodies:
                 self.outputs.odometry.publish(pose_to_odometry(body.pose, self._settings.frames.map_frame, body.child_frame, body.stamp_ns))
@@ -517,6 +516,7 @@ class MappingNodeBody:
         """After a reset (the service, or a time jump with map.reset_on_time_jump): an empty map
         cloud and path, latched for late joiners; the next map aligns itself afresh."""
         self._tf_links.clear()
+        self.keyframe_images.clear()
         self.outputs.publish_empty_map(self._settings.frames.map_frame, self.get_clock().now().nanoseconds)
 
     def _on_new_map(self) -> None:
@@ -536,16 +536,17 @@ class MappingNodeBody:
         return response
 
     def save_map(self, directory: str = "", formats: tuple[str, ...] = ()) -> list[pathlib.Path]:
-        """Write the map in `formats` (default all of SAVE_FORMATS: map.ply, map.pcd,
-        map_trajectory.tum, keyframes.json) into `directory` (default map.output_dir; a relative
+        """Write the map in `formats` (NODE_SAVE_FORMATS; default map.save_formats: map.ply, map.pcd,
+        map_trajectory.tum, keyframes.json, colmap/, nerfstudio/) into `directory` (default map.output_dir; a relative
         one under $ROS_HOME/scene_from_views), in the published map frame and units; each file
         under a temporary name, then renamed: a failed write leaves the previous files.
         Returns the files written.  Raises OSError, or ValueError for an unknown format."""
-        unknown = sorted(set(formats) - set(SAVE_FORMATS))
-        if unknown:
-            raise ValueError(f"unknown format(s) {', '.join(unknown)}: choose from {', '.join(SAVE_FORMATS)} (none = all)")
-        formats = formats or SAVE_FORMATS
         settings = self._settings
+        unknown = sorted(set(formats) - set(NODE_SAVE_FORMATS))
+        if unknown:
+            raise ValueError(f"unknown format(s) {', '.join(unknown)}: choose from {', '.join(NODE_SAVE_FORMATS)} "
+                             "(none: map.save_formats)")
+        formats = formats or settings.output.save_formats
         output_dir = settings.node_output_dir(directory)
         output_dir.mkdir(parents=True, exist_ok=True)
         map_frame, status = self._tf_links.map_frame, self._tf_links.status
@@ -553,6 +554,14 @@ class MappingNodeBody:
         if "json" in formats:
             metres = self.mapper.metric or (status.scale_source == "odometry" and status.scale_pairs > 0)
             files.append(write_keyframes_json(output_dir, self.mapper.trajectory(), settings.frames, metres, files=(), map_frame=map_frame))
+        exports = [name for name in IMAGE_EXPORTS if name in formats]
+        if exports:
+            if not len(self.keyframe_images):
+                raise ValueError(f"{' and '.join(exports)} need the keyframe images, which the node keeps only while "
+                                 "map.save_formats names colmap or nerfstudio: add it there (from then on, keyframes are kept)")
+            written = write_map_exports(output_dir, exports, self.mapper.trajectory(), self.mapper.map_cloud(),
+                                        self.keyframe_images.image_of, map_frame)
+            files.extend(path for name in exports for path in written[name])
         self.get_logger().info(f"wrote {', '.join(map(str, files))} ({self.mapper.stats.map_points} points)")
         return files
 

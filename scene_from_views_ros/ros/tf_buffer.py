@@ -119,7 +119,9 @@ class TransformBuffer:
             if common is None:
                 unknown = [frame for frame in (source, target) if frame not in self._edges and all(frame != e.parent for e in self._edges.values())]
                 if unknown:
-                    raise TransformUnavailable(f"frame {unknown[0]!r} is not on /tf or /tf_static")
+                    raise TransformUnavailable(
+                        f"frame {unknown[0]!r} is not on /tf or /tf_static (publish the camera's mount, e.g. with "
+                        "robot_state_publisher or a static_transform_publisher, or set tf_mode standalone)")
                 raise TransformUnavailable(f"frames {source!r} and {target!r} are not connected in the TF tree")
             from_source = self._compose(up_source[: up_source.index(common)], stamp_ns)
             from_target = self._compose(up_target[: up_target.index(common)], stamp_ns)
@@ -147,7 +149,7 @@ class TransformBuffer:
         if stamp_ns > stamps[-1]:
             raise TransformUnavailable(
                 f"{edge.parent} -> {child} is known up to {stamps[-1] / 1e9:.3f} s, not yet at {stamp_ns / 1e9:.3f} s "
-                "(waiting for newer data)"
+                "(waiting for newer data: is the odometry running, and with bags is use_sim_time set?)"
             )
         if stamp_ns < stamps[0]:
             raise TransformUnavailable(

@@ -29,6 +29,7 @@ from ..mapping.settings import FrameNames, MappingSettings
 from .conversions import poses_to_transforms
 from .tf_buffer import TransformBuffer, TransformUnavailable
 
+LOG_THROTTLE_S = 5.0  # a camera missing from TF is said at most this often
 TF_WAIT_S = 0.5  # how long a keyframe waits for its TF (published on its own topic, maybe after the image)
 
 
@@ -105,6 +106,7 @@ class TfLinks:
             except TransformUnavailable as error:
                 if wanted == "map_to_odom":
                     self.status.problem = f"tf_mode map_to_odom waits for TF: {error}"
+                    self._node.get_logger().warning(self.status.problem, throttle_duration_sec=LOG_THROTTLE_S)
                     return
                 self._mode, self.map_frame.alignment = "standalone", OPTICAL_TO_ROS.copy()
                 self.status.problem = ""
@@ -141,6 +143,8 @@ class TfLinks:
                     except TransformUnavailable as error:
                         self.status.keyframes_without_tf += 1
                         self.status.problem = f"keyframe {keyframe.keyframe_id} left out of TF: {error}"
+                        self._node.get_logger().warning(f"{self.status.problem} (mapped, without TF or odometry)",
+                                                        throttle_duration_sec=LOG_THROTTLE_S)
                         continue
                     self._odometry.add(keyframe.keyframe_id, pose[:3, 3], odom_poses[keyframe.keyframe_id][:3, 3])
             self._update_scale(names, metric)
