@@ -126,8 +126,8 @@ def main() -> None:
     rclpy.init()
     node = rclpy.create_node("bench_publish")
     outputs = OutputPublishers(node, settings.publish.path_max_poses)
-    while len(outputs.path_cache.path("map", stamp, settings.publish.path_max_poses).poses) < min(args.keyframes, settings.publish.path_max_poses):
-        outputs.path_cache.add(window, "map")  # the path of a long run (capped at publish.path_max_poses)
+    while len(outputs.path_cache.path("map", stamp, settings.publish.path_max_poses, MapFrame()).poses) < min(args.keyframes, settings.publish.path_max_poses):
+        outputs.path_cache.add(window, "map", MapFrame())  # the path of a long run (capped at publish.path_max_poses)
     received = []
     if args.subscriber:
         for topic, kind, qos in [("/bench_publish/map_cloud", PointCloud2, MAP_CLOUD_QOS), ("/bench_publish/window_cloud", PointCloud2, WINDOW_QOS),
@@ -167,7 +167,7 @@ def main() -> None:
             rclpy.spin_once(node, timeout_sec=0.1)
 
     load = os.getloadavg()
-    path_poses = len(outputs.path_cache.path("map", stamp, settings.publish.path_max_poses).poses)
+    path_poses = len(outputs.path_cache.path("map", stamp, settings.publish.path_max_poses, MapFrame()).poses)
     print(f"window: {VIEWS} views at {WIDTH}x{HEIGHT} = {len(points):,} points; map {len(global_map):,} points; "
           f"path {path_poses} poses; {os.cpu_count()} cpus, load avg {load_before:.2f} before, "
           f"{load[0]:.2f} after{'; with subscribers' if args.subscriber else ''}")
