@@ -211,3 +211,14 @@ def test_the_sequential_fleet_never_imports_ray(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
     assert result.stdout.split()[-2:] == ["0", "False"], result.stdout + result.stderr
     assert [row["status"] for row in fleet_rows(tmp_path / "out").values()] == ["done", "done"]
+
+
+def test_a_model_that_cannot_start_on_the_replicas_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                     ray_cluster) -> None:
+    corrupt = tmp_path / "corrupt.safetensors"  # exists (so the driver's quick check passes), but does not load
+    corrupt.write_bytes(b"not a checkpoint" * 64)
+    model = [corrupt if argument == TINY_MODEL[1] else argument for argument in TINY_MODEL]
+    code, _, err = run_cli(capsys, "--sample", SHARED / "redkitchen.mp4", "--out", tmp_path / "out", *model, "--ray", "--workers", "1")
+    assert code == 2 and "the model replicas could not start:" in err and "corrupt.safetensors" in err
+    code, _, err = run_cli(capsys, "--sample", SHARED / "redkitchen.mp4", "--out", tmp_path / "out", *TINY_MODEL, "--ray", "--workers", "9")
+    assert code == 2 and "--workers 9 does not fit the cluster (2 CPUs, 0 GPUs)" in err

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.checkpoint import check_checkpoint_reference
 from ..core.errors import SceneFromViewsError
 from ..core.files import remove_path, write_json
 from ..io.sources import InputError
@@ -158,6 +159,9 @@ def run_fleet(args: argparse.Namespace, recordings: list[Recording], settings: M
                     break
         elif todo:
             from .fleet_ray import RayFleet
+
+            # a local checkpoint that is not there fails here, not on every replica
+            check_checkpoint_reference(settings.model_options.checkpoint, settings.model_class.checkpoint_filenames)
 
             with RayFleet(args, params) as fleet:
                 say(f"{PROG}: Ray: {fleet.description}")

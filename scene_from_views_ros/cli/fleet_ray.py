@@ -14,13 +14,16 @@ weights (a Hugging Face id, or a path on storage they share).
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from typing import Any
 
 import numpy as np
 
+from ..core.errors import SceneFromViewsError
 from ..core.imports import import_optional
 from ..core.result import PointCloud, SceneFromViewsResult
+from ..io.sources import InputError
 from .fleet import WorkerLost
 from .map import LoadedModel
 
@@ -49,6 +52,16 @@ def result_from_arrays(arrays: dict[str, Any]) -> SceneFromViewsResult:
         global_point_cloud=PointCloud(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)),
         **{name: list(arrays[name]) for name in _LISTS}, masks=arrays.get("masks"), **indices, extras=dict(arrays["extras"]),
     )
+
+
+class ReplicaStartError(SceneFromViewsError, RuntimeError):
+    """The model could not be built on a Ray worker (missing weights, a bad option, no GPU)."""
+
+
+def cause_line(error: Exception) -> str:
+    """The original exception's line inside a Ray error (which carries the remote traceback)."""
+    lines = [line.strip() for line in str(error).splitlines() if re.match(r"^\s*[\w.]*(Error|Exception): ", line)]
+    return lines[-1] if lines else str(error).splitlines()[0]
 
 
 class ModelReplica:
@@ -123,8 +136,9 @@ class RayFleet:
 
     def __init__(self, args: argparse.Namespace, params: dict[str, Any]) -> None:
         self.ray = import_optional("ray", RAY_INSTALL, "--ray (fleet mapping on Ray; or: pip install .[ray])")
-        if not (args.cpus_per_worker > 0 and args.gpus_per_worker >= 0):
-            raise ValueError(f"--cpus-per-worker must be > 0 and --gpus-per-worker >= 0, got {args.cpus_per_worker}, {args.gpus_per_worker}")
+        if not (args.cpus_per_worker > 0 and args.gpus_per_worker >= 0) or (args.workers is not None and args.workers < 1):
+            raise InputError(f"--workers must be >= 1, --cpus-per-worker > 0 and --gpus-per-worker >= 0; got {args.workers}, "
+                             f"{args.cpus_per_worker}, {args.gpus_per_worker}")
         self._started = not self.ray.is_initialized()
         if self._started:
             self.ray.init(address=None if args.ray == "local" else args.ray, include_dashboard=False, logging_level="ERROR",
@@ -134,17 +148,17 @@ class RayFleet:
         if args.gpus_per_worker > 0:
             fits = min(fits, int(resources.get("GPU", 0) // args.gpus_per_worker))
         workers = args.workers or max(1, fits)
-        if workers < 1 or workers > max(fits, 1):
-            raise ValueError(f"--workers {workers} does not fit the cluster ({resources.get('CPU', 0):g} CPUs, "
+        if workers > max(fits, 1):
+            raise InputError(f"--workers {workers} does not fit the cluster ({resources.get('CPU', 0):g} CPUs, "
                              f"{resources.get('GPU', 0):g} GPUs) with --cpus-per-worker {args.cpus_per_worker:g} "
                              f"--gpus-per-worker {args.gpus_per_worker:g}; at most {fits}")
         actor = self.ray.remote(num_cpus=args.cpus_per_worker, num_gpus=args.gpus_per_worker, max_restarts=1)(ModelReplica)
         self.replicas = [actor.remote(params, max(1, int(args.cpus_per_worker))) for _ in range(workers)]
         try:
             infos = self.ray.get([replica.describe.remote(True) for replica in self.replicas])
-        except self.ray.exceptions.RayTaskError as error:
+        except self.ray.exceptions.RayError as error:
             self.close()
-            raise error.as_instanceof_cause() from None
+            raise ReplicaStartError(f"the model replicas could not start: {cause_line(error)}") from None
         self.infos = infos
         self.description = f"{workers} model replica(s) of {infos[0]['description']}, {args.cpus_per_worker:g} CPU / " \
                            f"{args.gpus_per_worker:g} GPU each"
