@@ -37,7 +37,10 @@ CONSTRAINTS="$STAMPS/constraints.txt"
 # Python dependencies as pip requirement and the module each one provides (for import checks).
 # pycolmap is for the tests only: they read the COLMAP export back with COLMAP's own reader.
 # ray runs --ray fleet mapping (for users an extra: pip install .[ray]); the tests run it embedded.
-PY_DEPS=(numpy open3d-cpu huggingface_hub safetensors opencv-python-headless rosbags
+# OpenCV is pinned here (not for users): cv2.resize's results change between releases (4.10,
+# 4.13, 4.14 and 5.0 each differ from 4.12 in the last bits), and the Depth Anything 3 fixtures
+# hold what the reference's cv2-resized input gives under 4.12.
+PY_DEPS=(numpy open3d-cpu huggingface_hub safetensors opencv-python-headless==4.12.0.88 rosbags
          tqdm pyyaml pytest hypothesis pillow scipy setuptools ruff mypy pycolmap ray)
 PY_MODULES=(numpy open3d huggingface_hub safetensors cv2 rosbags tqdm yaml pytest PIL
             scipy setuptools ruff mypy hypothesis pycolmap ray)
