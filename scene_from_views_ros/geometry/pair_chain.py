@@ -96,7 +96,7 @@ def estimate_focal(
     height, width = points.shape[:2]
     depth = points[..., 2]
     valid = np.isfinite(points).all(axis=-1) & (depth != 0)
-    weights = np.ones((height, width))
+    weights: np.ndarray = np.ones((height, width))
     if conf is not None:
         weights = np.asarray(conf, dtype=np.float64)
         if weights.shape != (height, width):
@@ -256,7 +256,7 @@ def check_pair_predictions(pair_predictions: Sequence[PairPrediction], num_views
 
 def view_confidences(pair_predictions: Sequence[PairPrediction], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """Each view's best confidence over the pairs that predict it (the references' `im_conf`)."""
-    best = [np.zeros(shape, dtype=np.float32) for shape in shapes]
+    best: list[np.ndarray] = [np.zeros(shape, dtype=np.float32) for shape in shapes]
     for pair in pair_predictions:
         best[pair.i] = np.maximum(best[pair.i], np.asarray(pair.conf_i, dtype=np.float32))
         best[pair.j] = np.maximum(best[pair.j], np.asarray(pair.conf_j, dtype=np.float32))
