@@ -21,12 +21,14 @@
 #   SFV_VENV          where to create the venv (default: <repo>/.venv)
 #   SFV_PYTHON        interpreter that creates the venv (default: python3)
 #   SFV_TORCH_SPEC    torch requirement used when the venv has no torch (default: torch==2.13.0)
+#   SFV_UNPINNED=1    take PyPI's newest releases instead of scripts/pinned-versions.txt
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SFV_VENV:-$REPO_ROOT/.venv}"
 BASE_PYTHON="${SFV_PYTHON:-python3}"
 TORCH_SPEC="${SFV_TORCH_SPEC:-torch==2.13.0}"
+PINNED_VERSIONS="$REPO_ROOT/scripts/pinned-versions.txt"
 TF2_MSGS_SRC="$REPO_ROOT/scripts/tf2_msgs"
 INTERFACES_SRC="$REPO_ROOT/interfaces/scene_from_views_interfaces"
 
@@ -37,10 +39,8 @@ CONSTRAINTS="$STAMPS/constraints.txt"
 # Python dependencies as pip requirement and the module each one provides (for import checks).
 # pycolmap is for the tests only: they read the COLMAP export back with COLMAP's own reader.
 # ray runs --ray fleet mapping (for users an extra: pip install .[ray]); the tests run it embedded.
-# OpenCV is pinned here (not for users): cv2.resize's results change between releases (4.10,
-# 4.13, 4.14 and 5.0 each differ from 4.12 in the last bits), and the Depth Anything 3 fixtures
-# hold what the reference's cv2-resized input gives under 4.12.
-PY_DEPS=(numpy open3d-cpu huggingface_hub safetensors opencv-python-headless==4.12.0.88 rosbags
+# Their versions (and the ROS wheels') come from scripts/pinned-versions.txt.
+PY_DEPS=(numpy open3d-cpu huggingface_hub safetensors opencv-python-headless rosbags
          tqdm pyyaml pytest hypothesis pillow scipy setuptools ruff mypy pycolmap ray)
 PY_MODULES=(numpy open3d huggingface_hub safetensors cv2 rosbags tqdm yaml pytest PIL
             scipy setuptools ruff mypy hypothesis pycolmap ray)
@@ -128,17 +128,27 @@ install_torch() {
     fi
 }
 
-# Pins for every later pip call: the torch just checked, and with a sourced ROS 2 also the
-# system numpy, which its compiled message packages were built against (a pip numpy of
-# another major version would break them).
+# Pins for every later pip call: the torch just checked, and then either
+#   * with a sourced ROS 2, the system numpy, which its compiled message packages were built
+#     against (a pip numpy of another major version would break them); the other versions are
+#     whatever fits it, or
+#   * with the PyPI ROS 2 wheels (CI's case), scripts/pinned-versions.txt, unless SFV_UNPINNED=1.
+# PINS_KEY (a hash of the pins) keys the stamps of the steps they constrain, so new pins reinstall.
 write_constraints() {
     mkdir -p "$STAMPS"
+    local versions="PyPI's newest that fit (SFV_UNPINNED=1)"
     {
         echo "torch==$(dist_version torch)"
-        if [[ "$USE_SYSTEM_ROS" == 1 ]] && venv_has_modules numpy; then
-            echo "numpy==$(dist_version numpy)"
+        if [[ "$USE_SYSTEM_ROS" == 1 ]]; then
+            versions="those that fit the sourced ROS 2's numpy"
+            if venv_has_modules numpy; then echo "numpy==$(dist_version numpy)"; fi
+        elif [[ "${SFV_UNPINNED:-0}" != 1 ]]; then
+            versions="pinned by scripts/pinned-versions.txt"
+            grep -v -E '^(#|torch==)' "$PINNED_VERSIONS"
         fi
     } > "$CONSTRAINTS"
+    PINS_KEY="$(sha256sum < "$CONSTRAINTS" | cut -d' ' -f1)"
+    log "versions: $versions"
 }
 
 # open3d's binary links libusb-1.0, which Debian-based systems do not always have.
@@ -154,7 +164,7 @@ ensure_libusb() {
 install_python_deps() {
     ensure_libusb
     local key
-    key="$(key_of "${PY_DEPS[@]}")"
+    key="$(key_of "${PY_DEPS[@]}" "$PINS_KEY")"
     if stamp_matches python-deps "$key" && venv_has_modules "${PY_MODULES[@]}"; then
         log "python deps: present"
         return
@@ -166,7 +176,7 @@ install_python_deps() {
 
 install_ros_wheels() {
     local key
-    key="$(key_of "${ROS_REQUIRED_WHEELS[@]}" "${ROS_OPTIONAL_WHEELS[@]}")"
+    key="$(key_of "${ROS_REQUIRED_WHEELS[@]}" "${ROS_OPTIONAL_WHEELS[@]}" "$PINS_KEY")"
     if stamp_matches ros-wheels "$key" && venv_has_modules "${ROS_REQUIRED_MODULES[@]}"; then
         log "ROS 2 wheels: present"
         return

@@ -109,7 +109,7 @@ def test_preprocessing_is_the_references_byte_for_byte_and_infer_gives_its_outpu
     processed = model.preprocess_images(real_images())
     batch = torch.cat(processed.tensors)[None]
     assert hashlib.sha256(batch.numpy().tobytes()).hexdigest() == RECORD["cases"]["nocam"]["input_sha256"], (
-        f"the fixtures hold the reference's input under opencv-python-headless 4.12 (scripts/setup_env.sh pins it); "
+        f"the fixtures hold the reference's input under opencv-python-headless 4.12 (scripts/pinned-versions.txt); "
         f"cv2.resize gives other last bits in other releases, and this is {cv2.__version__}")
     # three sizes (two landscape, one portrait) centre-cropped to the smallest height and width
     assert batch.shape == (1, 3, 3, 70, 84) and len({image.shape for image in processed.rgb}) == 1
