@@ -78,7 +78,7 @@ class ModelReplica:
         self.settings = settings_from_parameters(params)
         self.loaded = load_model(self.settings, None)
 
-    def describe(self, optimizer_given: bool) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         model = self.loaded.model
         return {"description": self.loaded.description, "is_metric": bool(getattr(model, "is_metric", False)),
                 "uses_known_intrinsics": bool(model.uses_known_intrinsics(self.loaded.reconstruct_kwargs["optimizer"]))}
@@ -104,7 +104,7 @@ class RemoteModel:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                self._ray.get(self._replica.describe.remote(False), timeout=max(1.0, deadline - time.monotonic()))
+                self._ray.get(self._replica.describe.remote(), timeout=max(1.0, deadline - time.monotonic()))
                 self.lost = None
                 return
             except (self._ray.exceptions.RayActorError, self._ray.exceptions.GetTimeoutError) as error:
@@ -155,7 +155,7 @@ class RayFleet:
         actor = self.ray.remote(num_cpus=args.cpus_per_worker, num_gpus=args.gpus_per_worker, max_restarts=1)(ModelReplica)
         self.replicas = [actor.remote(params, max(1, int(args.cpus_per_worker))) for _ in range(workers)]
         try:
-            infos = self.ray.get([replica.describe.remote(True) for replica in self.replicas])
+            infos = self.ray.get([replica.describe.remote() for replica in self.replicas])
         except self.ray.exceptions.RayError as error:
             self.close()
             raise ReplicaStartError(f"the model replicas could not start: {cause_line(error)}") from None
